@@ -1,0 +1,140 @@
+"""Configuration, read once per process from the environment and an optional `.env` file.
+
+Every variable is documented in `.env.example`. Each secret also accepts `NAME_FILE` (a path
+whose content is the value, as Docker secrets provide). With `INFOSCREEN_ENV=production`,
+start-up refuses missing or well-known default secrets.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from dotenv import dotenv_values
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+SECRET_NAMES = ("MQTT_PASSWORD", "SECRET_KEY", "DATABASE_URL")
+
+# Values that ship in .env.example or that people type when trying things out.
+KNOWN_DEFAULT_SECRETS = frozenset(
+    {"", "changeme", "change-me", "secret", "password", "infoscreen", "admin", "test", "dev"}
+)
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+class Settings(BaseModel):
+    """Validated settings. Field aliases are the environment variable names."""
+
+    model_config = ConfigDict(populate_by_name=True, frozen=True, extra="ignore")
+
+    env: Literal["development", "production"] = Field("development", alias="INFOSCREEN_ENV")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="LOG_LEVEL")
+    database_url: str = Field("sqlite:///var/infoscreen.db", alias="DATABASE_URL", min_length=1)
+    secret_key: str = Field("", alias="SECRET_KEY")
+
+    mqtt_host: str = Field("localhost", alias="MQTT_HOST", min_length=1)
+    mqtt_port: int = Field(1883, alias="MQTT_PORT", ge=1, le=65535)
+    mqtt_user: str = Field("", alias="MQTT_USER")
+    mqtt_password: str = Field("", alias="MQTT_PASSWORD")
+    mqtt_topic_prefix: str = Field("infoscreen", alias="MQTT_TOPIC_PREFIX", pattern=r"^[^#+/]+$")
+    mqtt_keepalive: int = Field(30, alias="MQTT_KEEPALIVE", ge=5, le=3600)
+
+    listener_batch_size: int = Field(1000, alias="LISTENER_BATCH_SIZE", ge=1, le=50_000)
+    listener_flush_ms: int = Field(200, alias="LISTENER_FLUSH_MS", ge=1, le=10_000)
+    listener_max_payload_bytes: int = Field(
+        65_536, alias="LISTENER_MAX_PAYLOAD_BYTES", ge=256, le=10_000_000
+    )
+    listener_shared_group: str = Field(
+        "", alias="LISTENER_SHARED_GROUP", pattern=r"^[A-Za-z0-9_-]*$"
+    )
+    listener_client_id: str = Field("", alias="LISTENER_CLIENT_ID", pattern=r"^[A-Za-z0-9_.-]*$")
+    listener_metrics_port: int = Field(0, alias="LISTENER_METRICS_PORT", ge=0, le=65535)
+    listener_log_cap_per_client: int = Field(
+        1000, alias="LISTENER_LOG_CAP_PER_CLIENT", ge=1, le=1_000_000
+    )
+
+    heartbeat_stale_seconds: int = Field(90, alias="HEARTBEAT_STALE_SECONDS", ge=1)
+    heartbeat_down_seconds: int = Field(300, alias="HEARTBEAT_DOWN_SECONDS", ge=1)
+    scheduler_poll_seconds: float = Field(5.0, alias="SCHEDULER_POLL_SECONDS", gt=0, le=3600)
+
+    server_bind: str = Field("127.0.0.1:8080", alias="SERVER_BIND", min_length=1)
+    server_workers: int = Field(2, alias="SERVER_WORKERS", ge=1, le=64)
+
+    broker_dir: Path = Field(Path("var/mosquitto"), alias="BROKER_DIR")
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:")):
+            raise ValueError("must start with sqlite:/// or postgresql+psycopg://")
+        return value
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+
+def _read_secret_files(values: dict[str, str]) -> dict[str, str]:
+    for name in SECRET_NAMES:
+        file_var = f"{name}_FILE"
+        path = values.get(file_var)
+        if not path:
+            continue
+        if values.get(name):
+            raise ConfigError(f"{name} and {file_var} are both set; set only one of them")
+        try:
+            values[name] = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(f"{file_var}: cannot read {path}: {exc.strerror}") from exc
+    return values
+
+
+def _refuse_weak_secrets(settings: Settings) -> None:
+    problems = []
+    if settings.mqtt_password in KNOWN_DEFAULT_SECRETS:
+        problems.append("MQTT_PASSWORD is missing or a known default")
+    if not settings.mqtt_user:
+        problems.append("MQTT_USER is missing")
+    if settings.secret_key in KNOWN_DEFAULT_SECRETS or len(settings.secret_key) < 32:
+        problems.append("SECRET_KEY is missing, a known default or shorter than 32 characters")
+    if problems:
+        raise ConfigError(
+            "refusing to start with INFOSCREEN_ENV=production: " + "; ".join(problems)
+        )
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, dotenv_path: str | Path | None = None
+) -> Settings:
+    """Read `.env` (or INFOSCREEN_ENV_FILE), overlay the environment, validate.
+
+    Raises ConfigError with a message that names the offending variable.
+    """
+    environ = dict(os.environ if environ is None else environ)
+    path = Path(dotenv_path or environ.get("INFOSCREEN_ENV_FILE") or ".env")
+    if dotenv_path is not None or "INFOSCREEN_ENV_FILE" in environ:
+        if not path.is_file():
+            raise ConfigError(f"INFOSCREEN_ENV_FILE: no such file: {path}")
+    values: dict[str, str] = {}
+    if path.is_file():
+        values.update({k: v for k, v in dotenv_values(path).items() if v is not None})
+    values.update(environ)
+    values = _read_secret_files(values)
+    fields = {f.alias for f in Settings.model_fields.values() if f.alias}
+    try:
+        settings = Settings.model_validate({k: v for k, v in values.items() if k in fields})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = first["loc"][0] if first["loc"] else "settings"
+        shown = "" if name in SECRET_NAMES else f" (got {first.get('input')!r})"
+        raise ConfigError(f"{name}: {first['msg']}{shown}") from None
+    if settings.heartbeat_down_seconds <= settings.heartbeat_stale_seconds:
+        raise ConfigError("HEARTBEAT_DOWN_SECONDS must be greater than HEARTBEAT_STALE_SECONDS")
+    if settings.is_production:
+        _refuse_weak_secrets(settings)
+    return settings

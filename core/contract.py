@@ -1,0 +1,284 @@
+"""MQTT contract v1: topics, payload schemas and the pure parser of device messages.
+
+`parse_message(topic, payload, ...)` turns what a device sent into a `Message` or a
+`Rejection`; it never raises on bad input. MQTT_EVENT_PAYLOAD_GUIDE.md describes the same
+contract for people.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
+
+from core.clock import as_utc
+
+CLIENT_ID_RE = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+)
+
+# Rejection reasons, one counter each.
+PAYLOAD_TOO_LARGE = "payload_too_large"
+UNKNOWN_TOPIC = "unknown_topic"
+INVALID_CLIENT_ID = "invalid_client_id"
+INVALID_JSON = "invalid_json"
+NOT_AN_OBJECT = "not_an_object"
+MISSING_FIELD = "missing_field"
+WRONG_TYPE = "wrong_type"
+INVALID_VALUE = "invalid_value"
+UUID_MISMATCH = "uuid_mismatch"
+REJECTION_REASONS = (
+    PAYLOAD_TOO_LARGE,
+    UNKNOWN_TOPIC,
+    INVALID_CLIENT_ID,
+    INVALID_JSON,
+    NOT_AN_OBJECT,
+    MISSING_FIELD,
+    WRONG_TYPE,
+    INVALID_VALUE,
+    UUID_MISMATCH,
+)
+
+PROCESS_STATUSES = ("running", "starting", "crashed", "stopped", "unknown")
+ACK_STATUSES = ("accepted", "execution_started", "completed", "failed")
+LOG_LEVELS = ("error", "warn", "info")
+
+# Message kinds, named after the topic they come from.
+DISCOVERY = "discovery"
+HEARTBEAT = "heartbeat"
+HEALTH = "health"
+SERVICE_FAILED = "service_failed"
+COMMAND_ACK = "command_ack"
+LOG = "log"
+STATUS = "status"
+
+_TOPIC_KINDS = {
+    ("discovery",): DISCOVERY,
+    ("heartbeat",): HEARTBEAT,
+    ("health",): HEALTH,
+    ("service_failed",): SERVICE_FAILED,
+    ("commands", "ack"): COMMAND_ACK,
+    ("command", "ack"): COMMAND_ACK,  # alias the deployed clients also publish to
+    ("status",): STATUS,
+    **{("logs", level): LOG for level in LOG_LEVELS},
+}
+
+
+def subscription_topics(prefix: str) -> list[str]:
+    """Every client-to-server topic filter of the contract."""
+    return [
+        f"{prefix}/+/discovery",
+        f"{prefix}/+/heartbeat",
+        f"{prefix}/+/health",
+        f"{prefix}/+/service_failed",
+        f"{prefix}/+/commands/ack",
+        f"{prefix}/+/command/ack",
+        f"{prefix}/+/logs/+",
+        f"{prefix}/+/status",
+    ]
+
+
+def device_topic(prefix: str, client_uuid: str, suffix: str) -> str:
+    return f"{prefix}/{client_uuid}/{suffix}"
+
+
+# Device telemetry topics, as the ACL grants them to each device for its own uuid.
+DEVICE_PUBLISH_SUFFIXES = (
+    "discovery",
+    "heartbeat",
+    "health",
+    "service_failed",
+    "commands/ack",
+    "command/ack",
+    "logs/+",
+    "status",
+)
+
+
+def _utc(value: datetime) -> datetime:
+    return as_utc(value)
+
+
+def _text_or_number(value: Any) -> Any:
+    # group ids and error codes arrive as numbers from some clients; we keep them as text.
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+UTCDatetime = Annotated[datetime, AfterValidator(_utc)]
+ShortText = Annotated[str, Field(min_length=1, max_length=255)]
+Code = Annotated[str, BeforeValidator(_text_or_number), Field(max_length=64)]
+
+
+class _Payload(BaseModel):
+    # Unknown keys are ignored, so clients may add fields without being refused.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    uuid: str | None = None
+    client_uuid: str | None = None
+
+    def named_uuid(self) -> str | None:
+        return self.uuid or self.client_uuid
+
+
+class DiscoveryPayload(_Payload):
+    uuid: str
+    hostname: ShortText
+    ip: Annotated[str, Field(max_length=45)]
+    software_version: Annotated[str, Field(max_length=64)]
+    hardware: dict[str, Any] | str | None = None
+    group_id: Code | None = None
+
+
+class HeartbeatPayload(_Payload):
+    timestamp: UTCDatetime | None = None
+
+
+class BrokerConnection(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    reconnect_count: Annotated[int, Field(ge=0)]
+    last_disconnect_at: UTCDatetime | None = None
+
+
+class HealthPayload(_Payload):
+    timestamp: UTCDatetime
+    process_status: Literal["running", "starting", "crashed", "stopped", "unknown"]
+    broker_connection: BrokerConnection | None = None
+
+
+class ServiceFailedPayload(_Payload):
+    unit: ShortText
+    failed_at: UTCDatetime
+    exit_code: int | None = None
+    message: Annotated[str, Field(max_length=4000)] | None = None
+
+
+class CommandAckPayload(_Payload):
+    command_id: Annotated[str, Field(pattern=CLIENT_ID_RE.pattern)]
+    status: Literal["accepted", "execution_started", "completed", "failed"]
+    error_code: Code | None = None
+    error_message: Annotated[str, Field(max_length=2000)] | None = None
+
+
+class LogPayload(_Payload):
+    timestamp: UTCDatetime
+    message: Annotated[str, Field(max_length=16_000)]
+    context: dict[str, Any] | None = None
+
+
+class StatusPayload(_Payload):
+    status: Literal["online", "offline"]
+    session: Annotated[int, Field(ge=0)] | None = None
+
+
+_SCHEMAS: dict[str, type[_Payload]] = {
+    DISCOVERY: DiscoveryPayload,
+    HEARTBEAT: HeartbeatPayload,
+    HEALTH: HealthPayload,
+    SERVICE_FAILED: ServiceFailedPayload,
+    COMMAND_ACK: CommandAckPayload,
+    LOG: LogPayload,
+    STATUS: StatusPayload,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A valid device message. `payload` is None only for a cleared service_failed."""
+
+    kind: str
+    client_uuid: str
+    received_at: datetime
+    payload: Any
+    topic: str = ""
+    raw: dict[str, Any] | None = None  # the health document as sent, kept for the API
+
+    @property
+    def log_level(self) -> str:
+        return self.topic.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    reason: str
+    topic: str
+    detail: str
+    excerpt: str
+
+
+def excerpt(payload: bytes, limit: int = 120) -> str:
+    text = payload[:limit].decode("utf-8", errors="replace")
+    return text + ("…" if len(payload) > limit else "")
+
+
+def _classify(error: dict[str, Any]) -> str:
+    kind = error["type"]
+    if kind == "json_invalid":
+        return INVALID_JSON
+    if kind in ("model_type", "model_attributes_type") and not error["loc"]:
+        return NOT_AN_OBJECT
+    if kind == "missing":
+        return MISSING_FIELD
+    if kind.endswith(("_type", "_parsing")) or kind == "union_tag_invalid":
+        return WRONG_TYPE
+    return INVALID_VALUE
+
+
+def _describe(error: dict[str, Any]) -> str:
+    where = ".".join(str(part) for part in error["loc"]) or "payload"
+    return f"{where}: {error['msg']}"
+
+
+def parse_message(
+    topic: str,
+    payload: bytes,
+    received_at: datetime,
+    *,
+    prefix: str = "infoscreen",
+    max_payload_bytes: int = 65_536,
+) -> Message | Rejection:
+    """Parse one device message. Pure: the same input gives the same answer, nothing raises."""
+
+    def reject(reason: str, detail: str) -> Rejection:
+        return Rejection(reason, topic[:255], detail[:300], excerpt(payload))
+
+    if len(payload) > max_payload_bytes:
+        return reject(PAYLOAD_TOO_LARGE, f"{len(payload)} bytes, limit {max_payload_bytes}")
+    parts = topic.split("/")
+    if len(parts) < 3 or parts[0] != prefix:
+        return reject(UNKNOWN_TOPIC, "not a client topic of this contract")
+    kind = _TOPIC_KINDS.get(tuple(parts[2:]))
+    if kind is None:
+        return reject(UNKNOWN_TOPIC, f"no such topic in contract v1: {'/'.join(parts[2:])}")
+    client_uuid = parts[1]
+    if not CLIENT_ID_RE.match(client_uuid):
+        return reject(INVALID_CLIENT_ID, "the topic's client id is not a uuid")
+
+    if kind == SERVICE_FAILED and not payload.strip():
+        return Message(kind, client_uuid, received_at, None, topic)
+    if kind == STATUS and payload.strip() in (b"online", b"offline"):
+        status = StatusPayload(status=payload.strip().decode())
+        return Message(kind, client_uuid, received_at, status, topic)
+
+    try:
+        parsed = _SCHEMAS[kind].model_validate_json(payload)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        return reject(_classify(error), _describe(error))
+    named = parsed.named_uuid()
+    if named is not None and named != client_uuid:
+        return reject(UUID_MISMATCH, f"payload names {named[:40]!r}, topic names {client_uuid}")
+    # The health document is stored as sent: its resource figures are free-form.
+    raw = json.loads(payload) if kind == HEALTH else None
+    return Message(kind, client_uuid, received_at, parsed, topic, raw)

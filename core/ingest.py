@@ -1,0 +1,281 @@
+"""Applying a batch of parsed device messages to the database, in one transaction.
+
+The hot path (heartbeats and health from thousands of clients) is folded to one row per
+client and written with set-based upserts; the rare kinds (service_failed, logs) are applied
+one by one. Newer-wins guards keep the result right when several listeners share the load
+and their batches commit out of order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, case, delete, func, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from core import contract
+from core.contract import Message, Rejection
+from core.models import Client, ClientLog, Event, IngestRejection
+
+log = logging.getLogger(__name__)
+
+UPSERT_CHUNK = 500
+
+
+@dataclass
+class BatchResult:
+    accepted: int = 0
+    rejected: int = 0
+    registered: int = 0
+    acks: int = 0
+    events: int = 0
+    by_kind: Counter[str] = field(default_factory=Counter)
+
+
+def fold_client_rows(messages: Iterable[Message]) -> dict[str, dict[str, Any]]:
+    """One upsert row per client: the latest value of each field group in the batch."""
+    rows: dict[str, dict[str, Any]] = {}
+    for m in messages:
+        row = rows.setdefault(m.client_uuid, {"uuid": m.client_uuid, "first_seen_at": m.received_at})
+        row["last_seen_at"] = max(row.get("last_seen_at", m.received_at), m.received_at)
+        p = m.payload
+        if m.kind == contract.HEARTBEAT:
+            row["last_heartbeat_at"] = m.received_at
+        elif m.kind == contract.DISCOVERY:
+            hardware = {"description": p.hardware} if isinstance(p.hardware, str) else p.hardware
+            row.update(
+                hostname=p.hostname,
+                ip=p.ip,
+                software_version=p.software_version,
+                hardware=hardware,
+                group_id=p.group_id,
+                last_discovery_at=m.received_at,
+            )
+        elif m.kind == contract.HEALTH:
+            row.update(
+                process_status=p.process_status,
+                process_status_at=m.received_at,
+                health=m.raw,
+                health_at=m.received_at,
+            )
+            if p.broker_connection is not None:
+                row.update(
+                    mqtt_reconnect_count=p.broker_connection.reconnect_count,
+                    mqtt_last_disconnect_at=p.broker_connection.last_disconnect_at,
+                )
+        elif m.kind == contract.STATUS:
+            held = row.get("presence_session")
+            if held is None or p.session is None or p.session >= held:
+                row.update(
+                    presence=p.status,
+                    presence_session=p.session if p.session is not None else held,
+                    presence_at=m.received_at,
+                )
+    return rows
+
+
+# Columns updated together, and the column that says which version is newer.
+_GUARDED_GROUPS = {
+    "last_discovery_at": (
+        "hostname", "ip", "software_version", "hardware", "group_id", "last_discovery_at",
+    ),
+    "health_at": ("process_status", "process_status_at", "health", "health_at"),
+}
+_RECONNECT_COLUMNS = ("mqtt_reconnect_count", "mqtt_last_disconnect_at")
+
+
+def _insert_for(session: Session) -> Any:
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+def _later(current: ColumnElement[Any], new: ColumnElement[Any], dialect: str) -> Any:
+    # SQLite's two-argument max() is a scalar function, but NULL wins it: coalesce first.
+    if dialect == "postgresql":
+        return func.greatest(current, new)
+    return func.max(func.coalesce(current, new), new)
+
+
+def _upsert_clients(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    dialect = session.get_bind().dialect.name
+    insert = _insert_for(session)
+    table = Client.__table__
+    groups: dict[frozenset[str], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[frozenset(row)].append(row)
+    for keys, group in groups.items():
+        stmt = insert(Client)
+        new = stmt.excluded
+        updates: dict[str, Any] = {}
+        for name in ("last_seen_at", "last_heartbeat_at"):
+            if name in keys:
+                updates[name] = _later(table.c[name], new[name], dialect)
+        for guard, columns in _GUARDED_GROUPS.items():
+            if guard in keys:
+                newer = or_(table.c[guard].is_(None), new[guard] >= table.c[guard])
+                if guard == "health_at" and "mqtt_reconnect_count" in keys:
+                    columns = columns + _RECONNECT_COLUMNS
+                for name in columns:
+                    updates[name] = case((newer, new[name]), else_=table.c[name])
+        if "presence" in keys:
+            newer = or_(
+                table.c.presence_session.is_(None),
+                new.presence_session.is_(None),
+                new.presence_session >= table.c.presence_session,
+            )
+            for name in ("presence", "presence_session", "presence_at"):
+                updates[name] = case((newer, new[name]), else_=table.c[name])
+        stmt = stmt.on_conflict_do_update(index_elements=[table.c.uuid], set_=updates)
+        for start in range(0, len(group), UPSERT_CHUNK):
+            session.execute(stmt, group[start : start + UPSERT_CHUNK])
+
+
+def _existing_uuids(session: Session, uuids: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(uuids), UPSERT_CHUNK):
+        chunk = uuids[start : start + UPSERT_CHUNK]
+        found.update(session.scalars(select(Client.uuid).where(Client.uuid.in_(chunk))))
+    return found
+
+
+def new_event(
+    type_: str, severity: str, when: datetime, client_uuid: str | None = None, **details: Any
+) -> Event:
+    return Event(
+        type=type_, severity=severity, client_uuid=client_uuid, occurred_at=when, details=details
+    )
+
+
+def _apply_service_failed(session: Session, m: Message) -> Event | None:
+    client = session.get(Client, m.client_uuid)
+    assert client is not None  # the upsert ran first
+    p = m.payload
+    if p is None:  # the device cleared it (empty retained payload)
+        if client.service_failed_at is None:
+            return None
+        was_open = client.service_failed_open
+        unit = client.service_failed_unit
+        for name in (
+            "service_failed_at", "service_failed_unit", "service_failed_exit_code",
+            "service_failed_message", "service_failed_received_at",
+            "service_failed_acknowledged_at", "service_failed_acknowledged_by",
+        ):
+            setattr(client, name, None)
+        if not was_open:
+            return None
+        return new_event("service_failed_cleared", "info", m.received_at, m.client_uuid, unit=unit)
+    if client.service_failed_at == p.failed_at and client.service_failed_unit == p.unit:
+        # The same report again: a retained copy after a reconnect, or a duplicate. An alert
+        # that staff acknowledged stays acknowledged.
+        return None
+    client.service_failed_at = p.failed_at
+    client.service_failed_unit = p.unit
+    client.service_failed_exit_code = p.exit_code
+    client.service_failed_message = p.message
+    client.service_failed_received_at = m.received_at
+    client.service_failed_acknowledged_at = None
+    client.service_failed_acknowledged_by = None
+    return new_event(
+        "service_failed", "error", m.received_at, m.client_uuid,
+        unit=p.unit, failed_at=p.failed_at.isoformat(), exit_code=p.exit_code,
+        message=p.message,
+    )
+
+
+def _insert_logs(session: Session, logs: Sequence[Message], cap: int) -> None:
+    session.add_all(
+        ClientLog(
+            client_uuid=m.client_uuid,
+            level=m.log_level,
+            logged_at=m.payload.timestamp,
+            received_at=m.received_at,
+            message=m.payload.message,
+            context=m.payload.context,
+        )
+        for m in logs
+    )
+    session.flush()
+    for client_uuid in {m.client_uuid for m in logs}:
+        oldest_kept = (
+            select(ClientLog.id)
+            .where(ClientLog.client_uuid == client_uuid)
+            .order_by(ClientLog.id.desc())
+            .offset(cap - 1)
+            .limit(1)
+            .scalar_subquery()
+        )
+        session.execute(
+            delete(ClientLog).where(
+                and_(ClientLog.client_uuid == client_uuid, ClientLog.id < oldest_kept)
+            )
+        )
+
+
+def count_rejections(session: Session, rejections: Sequence[Rejection], now: datetime) -> None:
+    by_reason: dict[str, list[Rejection]] = defaultdict(list)
+    for r in rejections:
+        by_reason[r.reason].append(r)
+    insert = _insert_for(session)
+    for reason, items in by_reason.items():
+        last = items[-1]
+        detail = f"{last.detail} | {last.excerpt}"[:300]
+        stmt = insert(IngestRejection).values(
+            reason=reason, count=len(items), first_at=now, last_at=now,
+            last_topic=last.topic, last_detail=detail,
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[IngestRejection.reason],
+            set_={
+                "count": IngestRejection.count + stmt.excluded["count"],
+                "last_at": stmt.excluded.last_at,
+                "last_topic": stmt.excluded.last_topic,
+                "last_detail": stmt.excluded.last_detail,
+            },
+        )
+        session.execute(stmt)
+
+
+def apply_batch(
+    session: Session,
+    items: Sequence[Message | Rejection],
+    *,
+    now: datetime,
+    log_cap: int = 1000,
+) -> BatchResult:
+    """Write one batch. The caller owns the transaction (commit or rollback)."""
+    result = BatchResult()
+    messages = [m for m in items if isinstance(m, Message)]
+    rejections = [r for r in items if isinstance(r, Rejection)]
+    result.accepted, result.rejected = len(messages), len(rejections)
+    result.by_kind.update(m.kind for m in messages)
+
+    rows = fold_client_rows(messages)
+    if rows:
+        known = _existing_uuids(session, list(rows))
+        _upsert_clients(session, list(rows.values()))
+        events = [
+            new_event("client_registered", "info", row["first_seen_at"], uuid)
+            for uuid, row in rows.items()
+            if uuid not in known
+        ]
+        result.registered = len(events)
+        for m in messages:
+            if m.kind == contract.SERVICE_FAILED:
+                event = _apply_service_failed(session, m)
+                if event is not None:
+                    events.append(event)
+        session.add_all(events)
+        result.events = len(events)
+    logs = [m for m in messages if m.kind == contract.LOG]
+    if logs:
+        _insert_logs(session, logs, log_cap)
+    # Command acks are parsed and counted here; the command lifecycle applies them.
+    result.acks = result.by_kind[contract.COMMAND_ACK]
+    if rejections:
+        count_rejections(session, rejections, now)
+    return result

@@ -1,0 +1,145 @@
+"""Typed SQLAlchemy 2 models. Every schema change comes with an Alembic migration."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from core.clock import as_utc
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores UTC; always hands back timezone-aware UTC datetimes, on SQLite too."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        value = as_utc(value)
+        # SQLite has no time zones: store naive UTC so that text comparisons order correctly.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else as_utc(value)
+
+
+JSONDocument = JSON().with_variant(JSONB(), "postgresql")
+# SQLite only auto-increments an INTEGER PRIMARY KEY.
+BigID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSONDocument}
+
+
+class Client(Base):
+    """One infoscreen, keyed by the uuid it uses as MQTT identity and topic segment."""
+
+    __tablename__ = "clients"
+
+    uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    hostname: Mapped[str | None] = mapped_column(String(255))
+    ip: Mapped[str | None] = mapped_column(String(45))
+    software_version: Mapped[str | None] = mapped_column(String(64))
+    hardware: Mapped[dict[str, Any] | None]
+    group_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    first_seen_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime] = mapped_column(index=True)
+    last_heartbeat_at: Mapped[datetime | None]
+    last_discovery_at: Mapped[datetime | None]
+
+    process_status: Mapped[str | None] = mapped_column(String(16))
+    process_status_at: Mapped[datetime | None]
+    health: Mapped[dict[str, Any] | None]
+    health_at: Mapped[datetime | None]
+    mqtt_reconnect_count: Mapped[int | None] = mapped_column(BigInteger)
+    mqtt_last_disconnect_at: Mapped[datetime | None]
+
+    presence: Mapped[str | None] = mapped_column(String(8))
+    presence_session: Mapped[int | None] = mapped_column(BigInteger)
+    presence_at: Mapped[datetime | None]
+
+    # The last service-failed report. The alert is open while it is not acknowledged.
+    service_failed_at: Mapped[datetime | None]
+    service_failed_unit: Mapped[str | None] = mapped_column(String(255))
+    service_failed_exit_code: Mapped[int | None]
+    service_failed_message: Mapped[str | None] = mapped_column(Text)
+    service_failed_received_at: Mapped[datetime | None]
+    service_failed_acknowledged_at: Mapped[datetime | None]
+    service_failed_acknowledged_by: Mapped[str | None] = mapped_column(String(128))
+
+    @property
+    def service_failed_open(self) -> bool:
+        return self.service_failed_at is not None and self.service_failed_acknowledged_at is None
+
+
+class ClientLog(Base):
+    __tablename__ = "client_logs"
+    __table_args__ = (Index("ix_client_logs_client_uuid_id", "client_uuid", "id"),)
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    client_uuid: Mapped[str] = mapped_column(
+        String(36), ForeignKey("clients.uuid", ondelete="CASCADE")
+    )
+    level: Mapped[str] = mapped_column(String(8))
+    logged_at: Mapped[datetime | None]
+    received_at: Mapped[datetime]
+    message: Mapped[str] = mapped_column(Text)
+    context: Mapped[dict[str, Any] | None]
+
+
+class Event(Base):
+    """A fleet event. Written in the same transaction as the state change (an outbox):
+    `delivered_at` stays empty until a delivery step has published it."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_client_uuid_occurred_at", "client_uuid", "occurred_at"),)
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    type: Mapped[str] = mapped_column(String(48))
+    severity: Mapped[str] = mapped_column(String(16))
+    client_uuid: Mapped[str | None] = mapped_column(
+        String(36), ForeignKey("clients.uuid", ondelete="SET NULL")
+    )
+    occurred_at: Mapped[datetime] = mapped_column(index=True)
+    details: Mapped[dict[str, Any] | None]
+    delivered_at: Mapped[datetime | None] = mapped_column(index=True)
+
+
+class IngestRejection(Base):
+    """How many device messages the listener refused, per reason, since the database was made."""
+
+    __tablename__ = "ingest_rejections"
+
+    reason: Mapped[str] = mapped_column(String(32), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+    first_at: Mapped[datetime]
+    last_at: Mapped[datetime]
+    last_topic: Mapped[str] = mapped_column(String(255))
+    last_detail: Mapped[str] = mapped_column(String(300))

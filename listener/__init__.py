@@ -1,0 +1,1 @@
+"""The MQTT ingestion process: every device message in, validated, stored in batches."""

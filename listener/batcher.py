@@ -1,0 +1,196 @@
+"""Collects parsed device messages and writes them in batches: one transaction per batch.
+
+`put` is called from paho's network thread and never blocks. `step` is called by the main
+loop (and by tests, once): it moves queued messages into the pending batch and writes the
+batch when it is full or old enough. A batch that fails to commit because the database is
+away stays pending and is retried with back-off; nothing accepted is dropped while the
+process lives.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.clock import Clock, utc_now
+from core.contract import Message, Rejection
+from core.ingest import apply_batch, count_rejections
+from listener.metrics import ListenerMetrics
+
+log = logging.getLogger(__name__)
+
+UNSTORABLE = "unstorable"  # passed validation, yet the database refused it alone
+
+
+def is_transient(exc: BaseException) -> bool:
+    """The database is away or busy (retry), as opposed to refusing this data."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+class Batcher:
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        *,
+        batch_size: int = 1000,
+        flush_seconds: float = 0.2,
+        log_cap: int = 1000,
+        clock: Clock = utc_now,
+        metrics: ListenerMetrics | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        max_backoff: float = 10.0,
+    ):
+        self.session_factory = session_factory
+        self.batch_size = batch_size
+        self.flush_seconds = flush_seconds
+        self.log_cap = log_cap
+        self.clock = clock
+        self.metrics = metrics or ListenerMetrics()
+        self.monotonic = monotonic
+        self.max_backoff = max_backoff
+        self.queue: queue.SimpleQueue[Message | Rejection] = queue.SimpleQueue()
+        self.pending: list[Message | Rejection] = []
+        self.pending_since: float | None = None
+        self.retry_at = 0.0
+        self.failures = 0
+        self.stored: Counter[str] = Counter()
+        self.rejected: Counter[str] = Counter()
+
+    def put(self, item: Message | Rejection) -> None:
+        self.queue.put(item)
+
+    def backlog(self) -> int:
+        return len(self.pending) + self.queue.qsize()
+
+    def _take(self, wait: float) -> None:
+        room = self.batch_size - len(self.pending)
+        if room <= 0:
+            return
+        if wait > 0 and not self.pending:
+            try:
+                self._append(self.queue.get(timeout=wait))
+                room -= 1
+            except queue.Empty:
+                return
+        for _ in range(room):
+            try:
+                self._append(self.queue.get_nowait())
+            except queue.Empty:
+                break
+
+    def _append(self, item: Message | Rejection) -> None:
+        if self.pending_since is None:
+            self.pending_since = self.monotonic()
+        self.pending.append(item)
+
+    def step(self, wait: float = 0.0, *, force: bool = False) -> bool:
+        """One unit of work. Returns True when more is waiting (call again at once).
+
+        `wait`: how long to block for the first message when nothing is pending.
+        `force`: write what is pending now, whatever its size or age (shutdown, tests).
+        """
+        self._take(wait)
+        self.metrics.pending.set(self.backlog())
+        if not self.pending:
+            return False
+        now = self.monotonic()
+        if now < self.retry_at:
+            return False
+        full = len(self.pending) >= self.batch_size
+        due = self.pending_since is not None and now - self.pending_since >= self.flush_seconds
+        if not (full or due or force):
+            return False
+        if not self._write(self.pending):
+            return False
+        self.pending = []
+        self.pending_since = None
+        return not self.queue.empty()
+
+    def _write(self, batch: list[Message | Rejection]) -> bool:
+        started = self.monotonic()
+        try:
+            with self.session_factory() as session, session.begin():
+                result = apply_batch(session, batch, now=self.clock(), log_cap=self.log_cap)
+        except SQLAlchemyError as exc:
+            if is_transient(exc):
+                return self._schedule_retry(exc, len(batch))
+            log.error("a batch of %d was refused (%s); writing it one by one", len(batch), exc)
+            return self._write_one_by_one(batch)
+        self._record(result.by_kind, batch)
+        elapsed = self.monotonic() - started
+        self.metrics.batch_seconds.observe(elapsed)
+        log.debug(
+            "batch stored: %d messages, %d rejected, %d new clients, %d events in %.1f ms",
+            result.accepted, result.rejected, result.registered, result.events, elapsed * 1000,
+        )
+        if self.failures:
+            log.info("database is back; stored the %d messages held since the outage", len(batch))
+            self.failures = 0
+        return True
+
+    def _schedule_retry(self, exc: BaseException, size: int) -> bool:
+        self.failures += 1
+        self.metrics.db_errors.inc()
+        delay = min(self.max_backoff, 0.25 * 2 ** min(self.failures - 1, 8))
+        self.retry_at = self.monotonic() + delay
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        log.warning(
+            "database unavailable (%s); holding %d messages, retry %d in %.1f s",
+            message[:200], size + self.queue.qsize(), self.failures, delay,
+        )
+        return False
+
+    def _write_one_by_one(self, batch: list[Message | Rejection]) -> bool:
+        for item in batch:
+            try:
+                with self.session_factory() as session, session.begin():
+                    apply_batch(session, [item], now=self.clock(), log_cap=self.log_cap)
+                kinds = Counter([item.kind]) if isinstance(item, Message) else Counter()
+                self._record(kinds, [item])
+            except SQLAlchemyError as exc:
+                if is_transient(exc):
+                    # Keep what is left for the retry; what was written is not written again.
+                    self.pending = batch[batch.index(item) :]
+                    return self._schedule_retry(exc, len(self.pending))
+                self._drop_unstorable(item, exc)
+        return True
+
+    def _drop_unstorable(self, item: Any, exc: BaseException) -> None:
+        topic = getattr(item, "topic", "")
+        log.error("dropping a message the database refuses on %s: %s", topic, exc)
+        rejection = Rejection(UNSTORABLE, topic, str(exc)[:300], "")
+        try:
+            with self.session_factory() as session, session.begin():
+                count_rejections(session, [rejection], self.clock())
+        except SQLAlchemyError:
+            log.exception("could not count the unstorable message")
+        self._record(Counter(), [rejection])
+
+    def _record(self, by_kind: Counter[str], batch: list[Message | Rejection]) -> None:
+        for kind, n in by_kind.items():
+            self.metrics.stored.labels(kind).inc(n)
+        self.stored.update(by_kind)
+        for item in batch:
+            if isinstance(item, Rejection):
+                self.metrics.rejected.labels(item.reason).inc()
+                self.rejected[item.reason] += 1
+
+    def drain(self, timeout: float) -> bool:
+        """Write everything queued, retrying a database outage until `timeout` (shutdown)."""
+        deadline = self.monotonic() + timeout
+        while self.backlog():
+            if self.monotonic() >= deadline:
+                return False
+            self.retry_at = min(self.retry_at, deadline)
+            if not self.step(force=True) and self.pending and self.monotonic() < self.retry_at:
+                time.sleep(min(0.1, max(0.0, self.retry_at - self.monotonic())))
+        return True
