@@ -232,6 +232,8 @@ def _classify(error: dict[str, Any]) -> str:
         return MISSING_FIELD
     if kind.endswith(("_type", "_parsing")) or kind == "union_tag_invalid":
         return WRONG_TYPE
+    if kind == "literal_error" and not isinstance(error.get("input"), str):
+        return WRONG_TYPE  # every choice in the contract is a string
     return INVALID_VALUE
 
 

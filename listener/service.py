@@ -147,7 +147,9 @@ class Listener:
             )
 
 
-def build_listener(settings: Settings, *, clock: Clock = utc_now) -> Listener:
+def build_listener(
+    settings: Settings, *, clock: Clock = utc_now, client_id: str | None = None
+) -> Listener:
     engine = make_engine(settings.database_url)
     metrics = ListenerMetrics()
     batcher = Batcher(
@@ -162,7 +164,7 @@ def build_listener(settings: Settings, *, clock: Clock = utc_now) -> Listener:
     if settings.listener_metrics_port:
         metrics.serve(settings.listener_metrics_port)
         log.info("metrics on http://127.0.0.1:%d/metrics", settings.listener_metrics_port)
-    return Listener(settings, batcher, clock=clock)
+    return Listener(settings, batcher, clock=clock, client_id=client_id)
 
 
 def run(settings: Settings) -> None:

@@ -1,0 +1,1 @@
+"""The `infoscreen` command: one subcommand for every process and tool."""

@@ -1,0 +1,3 @@
+from infoscreen.cli import main
+
+raise SystemExit(main())

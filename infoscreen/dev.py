@@ -1,0 +1,195 @@
+"""`infoscreen dev`: set up and run the whole stack in the foreground.
+
+Broker config and logins, database migrated, then Mosquitto, listener, scheduler, web server
+and a small simulated fleet under one supervisor (honcho): Ctrl-C stops them all. The
+generated settings go to var/dev.env and are reused on the next run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shlex
+import shutil
+import socket
+import sys
+import uuid
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from core import migrate
+from core.config import Settings
+from core.db import describe_url
+from mosquitto.accounts import AccountStore, generate_password
+from mosquitto.config import BrokerConfig, Listener, write_config
+
+VAR = Path("var")
+DEV_ENV = VAR / "dev.env"
+SIM_CREDENTIALS = VAR / "simulator-devices.json"
+MOSQUITTO_HINT = "sudo apt-get install -y mosquitto mosquitto-clients"
+
+
+def find_mosquitto() -> str | None:
+    return shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()),
+        None,
+    )
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_port(wanted: int | None, previous: str | None, default: int) -> int:
+    if wanted:
+        return wanted
+    for candidate in (int(previous) if previous else None, default):
+        if candidate and port_is_free(candidate):
+            return candidate
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def dev_values(settings: Settings, args: argparse.Namespace, previous: dict[str, str]) -> dict:
+    """The dev stack's settings; secrets and ids from the last run are kept."""
+
+    def keep(name: str, make) -> str:
+        return previous.get(name) or make()
+
+    mqtt_port = pick_port(args.mqtt_port, previous.get("MQTT_PORT"), 1884)
+    web_port = pick_port(args.web_port, previous.get("SERVER_PORT"), 8080)
+    database_url = os.environ.get("DATABASE_URL") or previous.get("DATABASE_URL") or (
+        settings.database_url
+    )
+    return {
+        "INFOSCREEN_ENV": "development",
+        "DATABASE_URL": database_url,
+        "SECRET_KEY": keep("SECRET_KEY", lambda: secrets.token_urlsafe(48)),
+        "MQTT_HOST": "127.0.0.1",
+        "MQTT_PORT": str(mqtt_port),
+        "MQTT_TOPIC_PREFIX": settings.mqtt_topic_prefix,
+        "MQTT_USER": "infoscreen-server",
+        "MQTT_PASSWORD": keep("MQTT_PASSWORD", generate_password),
+        "DEVICE_UUID": keep("DEVICE_UUID", lambda: str(uuid.uuid4())),
+        "DEVICE_PASSWORD": keep("DEVICE_PASSWORD", generate_password),
+        "MONITOR_USER": "monitor",
+        "MONITOR_PASSWORD": keep("MONITOR_PASSWORD", generate_password),
+        "SIMULATOR_USER": "loadgen",
+        "SIMULATOR_PASSWORD": keep("SIMULATOR_PASSWORD", generate_password),
+        "BROKER_DIR": str(VAR / "mosquitto"),
+        "SERVER_BIND": f"127.0.0.1:{web_port}",
+        "SERVER_PORT": str(web_port),
+        "INFOSCREEN_URL": f"http://127.0.0.1:{web_port}",
+        "LISTENER_CLIENT_ID": "infoscreen-listener-dev",
+    }
+
+
+def simulator_devices(count: int) -> list[dict[str, str]]:
+    """The simulated screens' logins, kept across runs so the fleet stays the same."""
+    devices: list[dict[str, str]] = []
+    if SIM_CREDENTIALS.exists():
+        devices = json.loads(SIM_CREDENTIALS.read_text(encoding="utf-8"))
+    while len(devices) < count:
+        devices.append({"uuid": str(uuid.uuid4()), "password": generate_password()})
+    return devices[:count] if count else devices
+
+
+def write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def write_dev_env(values: dict[str, str]) -> None:
+    lines = [
+        "# Written by `infoscreen dev`: the settings of the local stack. Kept across runs.",
+        "# Use them in a shell with:  set -a; . var/dev.env; set +a",
+    ]
+    lines += [f"{name}={shlex.quote(value)}" for name, value in values.items()]
+    lines.append("DEVICE_USER=" + shlex.quote(values["DEVICE_UUID"]))
+    write_private(DEV_ENV, "\n".join(lines) + "\n")
+
+
+def provision_broker(values: dict[str, str], devices: list[dict[str, str]]) -> BrokerConfig:
+    broker_dir = Path(values["BROKER_DIR"])
+    if broker_dir.joinpath("accounts.json").exists():
+        broker_dir.joinpath("accounts.json").unlink()  # the dev stack's logins are all below
+    store = AccountStore(broker_dir, values["MQTT_TOPIC_PREFIX"])
+    store.add_many(
+        [
+            (values["MQTT_USER"], "server", values["MQTT_PASSWORD"]),
+            (values["MONITOR_USER"], "monitor", values["MONITOR_PASSWORD"]),
+            (values["SIMULATOR_USER"], "simulator", values["SIMULATOR_PASSWORD"]),
+            (values["DEVICE_UUID"], "device", values["DEVICE_PASSWORD"]),
+        ]
+        + [(d["uuid"], "device", d["password"]) for d in devices]
+    )
+    config = BrokerConfig(
+        broker_dir,
+        (Listener(int(values["MQTT_PORT"]), "127.0.0.1", "plain MQTT on loopback (dev stack)"),),
+    )
+    write_config(config)
+    return config
+
+
+def banner(values: dict[str, str], clients: int, conf: Path) -> str:
+    url = values["INFOSCREEN_URL"]
+    return "\n".join(
+        [
+            "",
+            "Infoscreen dev stack",
+            f"  broker     mqtt://127.0.0.1:{values['MQTT_PORT']}  (Mosquitto, {conf})",
+            f"  database   {describe_url(values['DATABASE_URL'])}",
+            f"  web        {url}  ({url}/healthz)",
+            f"  simulator  {clients} screens" if clients else "  simulator  off",
+            f"  settings   {DEV_ENV}  (in a shell: set -a; . {DEV_ENV}; set +a)",
+            "  try        .venv/bin/infoscreen clients",
+            "Ctrl-C stops everything.",
+            "",
+        ]
+    )
+
+
+def run_dev(settings: Settings, args: argparse.Namespace) -> int:
+    from honcho.manager import Manager
+
+    mosquitto = find_mosquitto()
+    if mosquitto is None:
+        print(f"Mosquitto is not installed. Install it with:\n  {MOSQUITTO_HINT}\n"
+              "or run `make dev`, which installs it.", file=sys.stderr)
+        return 2
+    previous = {k: v for k, v in dotenv_values(DEV_ENV).items() if v} if DEV_ENV.exists() else {}
+    values = dev_values(settings, args, previous)
+    clients = 0 if args.no_simulator else args.clients
+    devices = simulator_devices(clients)
+    write_private(SIM_CREDENTIALS, json.dumps(devices, indent=1) + "\n")
+    config = provision_broker(values, devices)
+    write_dev_env(values)
+    migrate.upgrade(values["DATABASE_URL"])
+
+    env = {**os.environ, **values, "DEVICE_USER": values["DEVICE_UUID"], "PYTHONUNBUFFERED": "1"}
+    me = f"{shlex.quote(sys.executable)} -m infoscreen"
+    manager = Manager()
+    manager.add_process("mosquitto", f"{shlex.quote(mosquitto)} -c {config.conf_file}", env=env)
+    manager.add_process("listener", f"{me} listener", env=env)
+    manager.add_process("scheduler", f"{me} scheduler", env=env)
+    manager.add_process("web", f"{me} serve --workers 2", env=env)
+    if clients:
+        manager.add_process(
+            "simulator",
+            f"{me} simulate --clients {clients} --credentials {SIM_CREDENTIALS}",
+            env=env,
+        )
+    print(banner(values, clients, config.conf_file), flush=True)
+    manager.loop()
+    return manager.returncode or 0
