@@ -19,11 +19,9 @@ def normalise_url(url: str) -> str:
 
 def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
-    # WAL lets the web server read while the listener writes; busy_timeout waits out the
-    # short write locks of the other processes instead of failing.
+    # WAL lets the web server read while the listener writes.
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
@@ -34,6 +32,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        # The driver's timeout is SQLite's busy timeout: wait out the short write locks of the
+        # other processes instead of failing. `?timeout=` in the URL overrides it.
+        if "timeout" not in parsed.query:
+            kwargs.setdefault("connect_args", {"timeout": 10})
         engine = create_engine(url, **kwargs)
         event.listen(engine, "connect", sqlite_pragmas)
         return engine

@@ -1,0 +1,107 @@
+"""The `infoscreen` command line as an operator uses it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+import pytest
+
+from core.ingest import apply_batch
+from core.contract import parse_message
+from infoscreen.cli import build_parser, main
+
+COMMANDS = [
+    [], ["listener"], ["scheduler"], ["serve"], ["migrate"], ["simulate"], ["dev"], ["clients"],
+    ["rejections"], ["device", "add"], ["monitor", "add"], ["broker", "config"],
+    ["broker", "add-account"], ["broker", "accounts"],
+]
+
+
+@pytest.mark.parametrize("words", COMMANDS, ids=lambda w: " ".join(w) or "infoscreen")
+def test_every_command_has_help(words, capsys):
+    with pytest.raises(SystemExit) as done:
+        build_parser().parse_args([*words, "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: infoscreen" in out and len(out.splitlines()) >= 3
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "infoscreen", *args], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def seed(db) -> str:
+    uuid = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
+    now = datetime.now(UTC)
+    items = [
+        parse_message(f"infoscreen/{uuid}/discovery", json.dumps(
+            {"uuid": uuid, "hostname": "<b>hall</b>", "ip": "10.0.0.2",
+             "software_version": "1"}).encode(), now),
+        parse_message(f"infoscreen/{uuid}/heartbeat", b"{", now),
+    ]
+    with db.sessions() as session, session.begin():
+        apply_batch(session, items, now=now)
+    return uuid
+
+
+def test_clients_lists_the_fleet_as_a_table_and_as_json(db):
+    uuid = seed(db)
+    env = {"DATABASE_URL": db.url, "PATH": "/usr/bin:/bin"}
+    table = run_cli("clients", env=env)
+    assert table.returncode == 0, table.stderr
+    assert uuid in table.stdout and "alive" in table.stdout and "1 clients" in table.stdout
+    rows = json.loads(run_cli("clients", "--json", env=env).stdout)
+    assert rows[0]["uuid"] == uuid and rows[0]["hostname"] == "<b>hall</b>"
+    assert rows[0]["status"] == "alive"
+    assert json.loads(run_cli("clients", "--json", "--status", "down", env=env).stdout) == []
+
+
+def test_rejections_shows_the_counts(db):
+    seed(db)
+    env = {"DATABASE_URL": db.url, "PATH": "/usr/bin:/bin"}
+    rows = json.loads(run_cli("rejections", "--json", env=env).stdout)
+    assert [(r["reason"], r["count"]) for r in rows] == [("invalid_json", 1)]
+
+
+def test_migrate_check_reports_agreement(db):
+    done = run_cli("migrate", "--check", env={"DATABASE_URL": db.url, "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0 and "agree" in done.stdout
+
+
+def test_a_configuration_error_is_one_clear_line(capsys):
+    assert main(["--env-file", "/nonexistent/settings.env", "clients"]) == 2
+    assert "INFOSCREEN_ENV_FILE" in capsys.readouterr().err
+
+
+def test_device_add_refuses_a_name_that_is_not_a_uuid(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("BROKER_DIR", str(tmp_path))
+    assert main(["device", "add", "screen-1"]) == 2
+    assert "uuid" in capsys.readouterr().err
+    assert not (tmp_path / "passwd").exists()
+
+
+def test_device_add_refuses_a_short_password(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("BROKER_DIR", str(tmp_path))
+    assert main(["device", "add", "3fa85f64-5717-4562-b3fc-2c963f66afa6",
+                 "--password", "short"]) == 2
+    assert "12 characters" in capsys.readouterr().err
+    assert not (tmp_path / "passwd").exists()
+
+
+def test_broker_config_refuses_a_plain_listener_off_loopback(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("BROKER_DIR", str(tmp_path))
+    assert main(["broker", "config", "--address", "0.0.0.0"]) == 2
+    assert "loopback" in capsys.readouterr().err
+    assert not (tmp_path / "mosquitto.conf").exists()
+
+
+def test_broker_files_are_private(tmp_path, monkeypatch):
+    monkeypatch.setenv("BROKER_DIR", str(tmp_path))
+    assert main(["monitor", "add", "noc", "--password", "long-enough-password"]) == 0
+    for name in ("passwd", "acl", "accounts.json"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o600
+    assert "long-enough-password" not in (tmp_path / "passwd").read_text()

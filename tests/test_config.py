@@ -1,0 +1,97 @@
+"""Settings: read once, validated, with errors that name the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.config import ConfigError, load_settings
+
+STRONG = "x" * 40
+
+
+def load(env: dict[str, str], tmp_path):
+    """Load from `env` alone: an empty dotenv file keeps a developer's .env out of the test."""
+    path = tmp_path / "empty.env"
+    path.write_text("")
+    return load_settings(env, dotenv_path=path)
+
+
+def test_defaults_give_a_working_development_setup(tmp_path):
+    settings = load({}, tmp_path)
+    assert settings.database_url.startswith("sqlite:///")
+    assert settings.mqtt_topic_prefix == "infoscreen"
+    assert settings.listener_flush_ms == 200
+
+
+def test_the_environment_overrides_the_dotenv_file(tmp_path):
+    path = tmp_path / ".env"
+    path.write_text("MQTT_PORT=1999\nMQTT_HOST=from-file\n")
+    settings = load_settings({"MQTT_PORT": "2000"}, dotenv_path=path)
+    assert (settings.mqtt_host, settings.mqtt_port) == ("from-file", 2000)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("MQTT_PORT", "70000"), ("MQTT_PORT", "abc"), ("LISTENER_FLUSH_MS", "0"),
+     ("DATABASE_URL", "mysql://x"), ("MQTT_TOPIC_PREFIX", "a/b"), ("INFOSCREEN_ENV", "prod"),
+     ("LISTENER_SHARED_GROUP", "no spaces")],
+)
+def test_it_rejects_invalid_values_naming_the_variable(tmp_path, name, value):
+    with pytest.raises(ConfigError, match=name):
+        load({name: value}, tmp_path)
+
+
+def test_it_never_repeats_a_secret_in_an_error(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load({"DATABASE_URL": "mysql://user:hunter2-secret@db/x"}, tmp_path)
+    assert "hunter2" not in str(err.value)
+
+
+def test_secrets_can_come_from_files(tmp_path):
+    secret = tmp_path / "mqtt_password"
+    secret.write_text("from-a-docker-secret\n")
+    settings = load({"MQTT_PASSWORD_FILE": str(secret)}, tmp_path)
+    assert settings.mqtt_password == "from-a-docker-secret"
+
+
+def test_it_rejects_a_secret_given_twice(tmp_path):
+    secret = tmp_path / "s"
+    secret.write_text("a")
+    with pytest.raises(ConfigError, match="MQTT_PASSWORD and MQTT_PASSWORD_FILE"):
+        load({"MQTT_PASSWORD": "b", "MQTT_PASSWORD_FILE": str(secret)}, tmp_path)
+
+
+def test_it_names_an_unreadable_secret_file(tmp_path):
+    with pytest.raises(ConfigError, match="SECRET_KEY_FILE"):
+        load({"SECRET_KEY_FILE": str(tmp_path / "missing")}, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("env", "complaint"),
+    [
+        ({"MQTT_USER": "svc", "SECRET_KEY": STRONG}, "MQTT_PASSWORD"),
+        ({"MQTT_USER": "svc", "MQTT_PASSWORD": "changeme", "SECRET_KEY": STRONG}, "MQTT_PASSWORD"),
+        ({"MQTT_PASSWORD": STRONG, "SECRET_KEY": STRONG}, "MQTT_USER"),
+        ({"MQTT_USER": "svc", "MQTT_PASSWORD": STRONG, "SECRET_KEY": "secret"}, "SECRET_KEY"),
+        ({"MQTT_USER": "svc", "MQTT_PASSWORD": STRONG, "SECRET_KEY": "short"}, "SECRET_KEY"),
+    ],
+)
+def test_production_refuses_missing_or_default_secrets(tmp_path, env, complaint):
+    with pytest.raises(ConfigError, match=complaint):
+        load({"INFOSCREEN_ENV": "production", **env}, tmp_path)
+
+
+def test_production_starts_with_real_secrets(tmp_path):
+    settings = load({"INFOSCREEN_ENV": "production", "MQTT_USER": "svc",
+                     "MQTT_PASSWORD": STRONG, "SECRET_KEY": STRONG}, tmp_path)
+    assert settings.is_production
+
+
+def test_it_names_a_missing_env_file(tmp_path):
+    with pytest.raises(ConfigError, match="INFOSCREEN_ENV_FILE"):
+        load_settings({"INFOSCREEN_ENV_FILE": str(tmp_path / "nope.env")})
+
+
+def test_down_must_come_after_stale(tmp_path):
+    with pytest.raises(ConfigError, match="HEARTBEAT_DOWN_SECONDS"):
+        load({"HEARTBEAT_STALE_SECONDS": "100", "HEARTBEAT_DOWN_SECONDS": "50"}, tmp_path)

@@ -1,0 +1,75 @@
+"""The `infoscreen listener` process itself: it starts from the environment and exits cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+
+import pytest
+from sqlalchemy import func, select
+
+from core.models import Client
+from tests.helpers import free_port, wait_until
+
+pytestmark = pytest.mark.broker
+
+
+def process_env(broker, db, **extra: str) -> dict[str, str]:
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "DATABASE_URL": db.url,
+        "MQTT_HOST": broker.host,
+        "MQTT_PORT": str(broker.port),
+        "MQTT_USER": broker.server.username,
+        "MQTT_PASSWORD": broker.server.password,
+        "LISTENER_CLIENT_ID": f"proc-{uuid.uuid4().hex[:6]}",
+        **extra,
+    }
+
+
+def test_sigterm_writes_what_was_taken_and_exits_zero(db, broker, publish_as):
+    metrics_port = free_port()
+    env = process_env(broker, db, LISTENER_FLUSH_MS="5000", LISTENER_BATCH_SIZE="50000",
+                      LISTENER_METRICS_PORT=str(metrics_port))
+    proc = subprocess.Popen([sys.executable, "-m", "infoscreen", "listener"], env=env,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        import urllib.request
+
+        def metric(name: str) -> float:
+            try:
+                text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
+                                              timeout=1).read().decode()
+            except OSError:
+                return -1
+            return sum(float(line.split()[-1]) for line in text.splitlines()
+                       if line.startswith(name) and not line.startswith("#"))
+
+        wait_until(lambda: metric("infoscreen_listener_received_total") >= 0, timeout=15,
+                   message="listener metrics up")
+        publisher = publish_as(broker.simulator)
+        for _ in range(30):
+            publisher.publish(f"infoscreen/{uuid.uuid4()}/heartbeat", {})
+        # Received but not yet written: the flush interval is 5 s.
+        wait_until(lambda: metric("infoscreen_listener_received_total") == 30, timeout=10,
+                   message="30 received")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        stderr = proc.stderr.read()
+    with db.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Client)) == 30
+    assert "30 pending messages written" in stderr
+
+
+def test_it_refuses_to_start_with_a_clear_message_on_bad_settings(db, broker):
+    env = process_env(broker, db, MQTT_PORT="not-a-port")
+    done = subprocess.run([sys.executable, "-m", "infoscreen", "listener"], env=env,
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert "MQTT_PORT" in done.stderr
