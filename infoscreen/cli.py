@@ -236,6 +236,12 @@ def cmd_broker_config(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compose_init(settings: Settings, args: argparse.Namespace) -> int:
+    from infoscreen.compose import init_compose
+
+    return init_compose(args, settings.mqtt_topic_prefix)
+
+
 # Parser
 
 
@@ -334,6 +340,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_account_remove)
     b = bsub.add_parser("accounts", help="list the accounts and their roles")
     b.set_defaults(func=cmd_account_list)
+
+    p = add("compose", None, "prepare the files docker-compose.yml mounts")
+    csub = p.add_subparsers(dest="compose_command", required=True, metavar="ACTION")
+    c = csub.add_parser("init", help="write var/compose/: secrets, broker config, logins",
+                        description="Write var/compose/secrets (database, MQTT and session "
+                        "secrets, kept when they exist) and var/compose/broker (mosquitto.conf, "
+                        "password file, ACL) for `docker compose up`.")
+    c.add_argument("--max-queued-messages", type=int, default=100_000,
+                   help="per-client QoS 1 queue of the broker (default 100000)")
+    c.set_defaults(func=cmd_compose_init)
     return parser
 
 

@@ -27,6 +27,8 @@ class BrokerConfig:
     max_inflight_messages: int = 1000
     log_dest: str = "stderr"
     run_as_user: str | None = field(default_factory=getpass.getuser)
+    # Where the broker sees broker_dir, when that differs (a container's mount point).
+    mount_dir: Path | None = None
 
     @property
     def conf_file(self) -> Path:
@@ -42,7 +44,7 @@ def _template(name: str) -> Template:
 
 
 def render_config(config: BrokerConfig) -> str:
-    broker_dir = config.broker_dir.resolve()
+    broker_dir = config.mount_dir or config.broker_dir.resolve()
     listeners = "".join(
         _template("listener.tmpl").substitute(
             port=listener.port, address=listener.address, comment=listener.comment
@@ -54,7 +56,8 @@ def render_config(config: BrokerConfig) -> str:
         password_file=broker_dir / "passwd",
         acl_file=broker_dir / "acl",
         data_dir=broker_dir / "data",
-        pid_file=broker_dir / "mosquitto.pid",
+        # In a container the broker's folder is mounted read-only: the pid goes with the data.
+        pid_file=(broker_dir / "data" if config.mount_dir else broker_dir) / "mosquitto.pid",
         # Started as root, Mosquitto switches to this user; it must be able to read our 0600 files.
         user_line=f"user {config.run_as_user}" if config.run_as_user else "",
         max_queued_messages=config.max_queued_messages,
