@@ -72,10 +72,11 @@ class Batcher:
         return len(self.pending) + self.queue.qsize()
 
     def _take(self, wait: float) -> None:
+        """Move queued messages into the pending batch, blocking up to `wait` for the first."""
         room = self.batch_size - len(self.pending)
         if room <= 0:
             return
-        if wait > 0 and not self.pending:
+        if wait > 0:
             try:
                 self._append(self.queue.get(timeout=wait))
                 room -= 1
@@ -95,15 +96,21 @@ class Batcher:
     def step(self, wait: float = 0.0, *, force: bool = False) -> bool:
         """One unit of work. Returns True when more is waiting (call again at once).
 
-        `wait`: how long to block for the first message when nothing is pending.
+        `wait`: the longest this call may block, waiting for messages or for a retry; a loop
+        passes a fraction of the flush interval, a test passes 0.
         `force`: write what is pending now, whatever its size or age (shutdown, tests).
         """
+        if self.pending_since is not None and not force:
+            # Never past the flush deadline of what is pending.
+            wait = min(wait, max(0.0, self.pending_since + self.flush_seconds - self.monotonic()))
         self._take(wait)
         self.metrics.pending.set(self.backlog())
         if not self.pending:
             return False
         now = self.monotonic()
         if now < self.retry_at:
+            if wait > 0:  # the database is away: nothing to do until the retry
+                time.sleep(min(wait, self.retry_at - now))
             return False
         full = len(self.pending) >= self.batch_size
         due = self.pending_since is not None and now - self.pending_since >= self.flush_seconds
@@ -120,7 +127,7 @@ class Batcher:
         try:
             with self.session_factory() as session, session.begin():
                 result = apply_batch(session, batch, now=self.clock(), log_cap=self.log_cap)
-        except SQLAlchemyError as exc:
+        except Exception as exc:  # noqa: BLE001 - no message may stop the listener
             if is_transient(exc):
                 return self._schedule_retry(exc, len(batch))
             log.error("a batch of %d was refused (%s); writing it one by one", len(batch), exc)
@@ -156,7 +163,7 @@ class Batcher:
                     apply_batch(session, [item], now=self.clock(), log_cap=self.log_cap)
                 kinds = Counter([item.kind]) if isinstance(item, Message) else Counter()
                 self._record(kinds, [item])
-            except SQLAlchemyError as exc:
+            except Exception as exc:  # noqa: BLE001
                 if is_transient(exc):
                     # Keep what is left for the retry; what was written is not written again.
                     self.pending = batch[batch.index(item) :]
