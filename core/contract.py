@@ -116,6 +116,9 @@ def _text_or_number(value: Any) -> Any:
 
 
 UTCDatetime = Annotated[datetime, AfterValidator(_utc)]
+# Integers are bounded to what the database columns hold, so no message can fail to store.
+Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
+Count = Annotated[int, Field(ge=0, le=2**63 - 1)]
 ShortText = Annotated[str, Field(min_length=1, max_length=255)]
 Code = Annotated[str, BeforeValidator(_text_or_number), Field(max_length=64)]
 
@@ -127,8 +130,8 @@ class _Payload(BaseModel):
     uuid: str | None = None
     client_uuid: str | None = None
 
-    def named_uuid(self) -> str | None:
-        return self.uuid or self.client_uuid
+    def named_uuids(self) -> list[str]:
+        return [name for name in (self.uuid, self.client_uuid) if name is not None]
 
 
 class DiscoveryPayload(_Payload):
@@ -147,7 +150,7 @@ class HeartbeatPayload(_Payload):
 class BrokerConnection(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    reconnect_count: Annotated[int, Field(ge=0)]
+    reconnect_count: Count
     last_disconnect_at: UTCDatetime | None = None
 
 
@@ -160,7 +163,7 @@ class HealthPayload(_Payload):
 class ServiceFailedPayload(_Payload):
     unit: ShortText
     failed_at: UTCDatetime
-    exit_code: int | None = None
+    exit_code: Int32 | None = None
     message: Annotated[str, Field(max_length=4000)] | None = None
 
 
@@ -179,7 +182,7 @@ class LogPayload(_Payload):
 
 class StatusPayload(_Payload):
     status: Literal["online", "offline"]
-    session: Annotated[int, Field(ge=0)] | None = None
+    session: Count | None = None
 
 
 _SCHEMAS: dict[str, type[_Payload]] = {
@@ -203,6 +206,8 @@ class Message:
     payload: Any
     topic: str = ""
     raw: dict[str, Any] | None = None  # the health document as sent, kept for the API
+    # Handed out by the broker from its retained store: a past state, not a sign of life.
+    retained: bool = False
 
     @property
     def log_level(self) -> str:
@@ -249,6 +254,7 @@ def parse_message(
     *,
     prefix: str = "infoscreen",
     max_payload_bytes: int = 65_536,
+    retained: bool = False,
 ) -> Message | Rejection:
     """Parse one device message. Pure: the same input gives the same answer, nothing raises."""
 
@@ -268,19 +274,19 @@ def parse_message(
         return reject(INVALID_CLIENT_ID, "the topic's client id is not a uuid")
 
     if kind == SERVICE_FAILED and not payload.strip():
-        return Message(kind, client_uuid, received_at, None, topic)
+        return Message(kind, client_uuid, received_at, None, topic, retained=retained)
     if kind == STATUS and payload.strip() in (b"online", b"offline"):
         status = StatusPayload(status=payload.strip().decode())
-        return Message(kind, client_uuid, received_at, status, topic)
+        return Message(kind, client_uuid, received_at, status, topic, retained=retained)
 
     try:
         parsed = _SCHEMAS[kind].model_validate_json(payload)
     except ValidationError as exc:
         error = exc.errors(include_url=False)[0]
         return reject(_classify(error), _describe(error))
-    named = parsed.named_uuid()
-    if named is not None and named != client_uuid:
-        return reject(UUID_MISMATCH, f"payload names {named[:40]!r}, topic names {client_uuid}")
+    for named in parsed.named_uuids():
+        if named != client_uuid:
+            return reject(UUID_MISMATCH, f"payload names {named[:40]!r}, topic names {client_uuid}")
     # The health document is stored as sent: its resource figures are free-form.
     raw = json.loads(payload) if kind == HEALTH else None
-    return Message(kind, client_uuid, received_at, parsed, topic, raw)
+    return Message(kind, client_uuid, received_at, parsed, topic, raw, retained)

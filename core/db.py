@@ -11,9 +11,21 @@ from sqlalchemy.orm import Session, sessionmaker
 
 
 def normalise_url(url: str) -> str:
-    """`postgresql://` means psycopg 3 here, the only Postgres driver we install."""
+    """One meaning of a URL for every process.
+
+    `postgresql://` means psycopg 3, the only Postgres driver we install. A relative SQLite path
+    is made absolute against the working directory, where every process of the stack starts
+    (Flask-SQLAlchemy would otherwise look for it in the app's instance folder).
+    """
     if url.startswith("postgresql://"):
         return "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    parsed = make_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() == "sqlite" and database and database != ":memory:":
+        if not database.startswith("file:") and not Path(database).is_absolute():
+            return parsed.set(database=str(Path(database).resolve())).render_as_string(
+                hide_password=False
+            )
     return url
 
 
@@ -26,7 +38,25 @@ def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+def _begin_immediate(engine: Engine) -> None:
+    """Take SQLite's write lock when a transaction begins.
+
+    A deferred transaction that reads and then writes fails at once with "database is locked"
+    when another process wrote in between, whatever the busy timeout; an immediate one waits
+    its turn. The driver's own transaction handling is switched off so that we issue BEGIN.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _no_driver_transactions(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str, *, writer: bool = False, **kwargs: Any) -> Engine:
+    """`writer`: this process writes in most transactions (listener, scheduler)."""
     url = normalise_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -38,6 +68,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             kwargs.setdefault("connect_args", {"timeout": 10})
         engine = create_engine(url, **kwargs)
         event.listen(engine, "connect", sqlite_pragmas)
+        if writer:
+            _begin_immediate(engine)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, **kwargs)

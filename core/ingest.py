@@ -26,6 +26,7 @@ from core.models import Client, ClientLog, Event, IngestRejection
 log = logging.getLogger(__name__)
 
 UPSERT_CHUNK = 500
+LIVE = "_live"  # marker in a folded row: some message of the batch was not a retained copy
 
 
 @dataclass
@@ -42,8 +43,15 @@ def fold_client_rows(messages: Iterable[Message]) -> dict[str, dict[str, Any]]:
     """One upsert row per client: the latest value of each field group in the batch."""
     rows: dict[str, dict[str, Any]] = {}
     for m in messages:
-        row = rows.setdefault(m.client_uuid, {"uuid": m.client_uuid, "first_seen_at": m.received_at})
-        row["last_seen_at"] = max(row.get("last_seen_at", m.received_at), m.received_at)
+        row = rows.setdefault(
+            m.client_uuid,
+            {"uuid": m.client_uuid, "first_seen_at": m.received_at, "last_seen_at": m.received_at,
+             LIVE: False},
+        )
+        if not m.retained:
+            # A retained copy replayed on (re)subscribe says nothing about the device now.
+            row["last_seen_at"] = m.received_at
+            row[LIVE] = True
         p = m.payload
         if m.kind == contract.HEARTBEAT:
             row["last_heartbeat_at"] = m.received_at
@@ -105,15 +113,16 @@ def _upsert_clients(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     dialect = session.get_bind().dialect.name
     insert = _insert_for(session)
     table = Client.__table__
-    groups: dict[frozenset[str], list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[tuple[frozenset[str], bool], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
-        groups[frozenset(row)].append(row)
-    for keys, group in groups.items():
+        live = row.pop(LIVE, True)
+        groups[(frozenset(row), live)].append(row)
+    for (keys, live), group in groups.items():
         stmt = insert(Client)
         new = stmt.excluded
         updates: dict[str, Any] = {}
         for name in ("last_seen_at", "last_heartbeat_at"):
-            if name in keys:
+            if name in keys and (live or name != "last_seen_at"):
                 updates[name] = _later(table.c[name], new[name], dialect)
         for guard, columns in _GUARDED_GROUPS.items():
             if guard in keys:
@@ -128,8 +137,13 @@ def _upsert_clients(session: Session, rows: Sequence[dict[str, Any]]) -> None:
                 new.presence_session.is_(None),
                 new.presence_session >= table.c.presence_session,
             )
-            for name in ("presence", "presence_session", "presence_at"):
+            for name in ("presence", "presence_at"):
                 updates[name] = case((newer, new[name]), else_=table.c[name])
+            # A report without a session keeps the session we know.
+            updates["presence_session"] = case(
+                (newer, func.coalesce(new.presence_session, table.c.presence_session)),
+                else_=table.c.presence_session,
+            )
         stmt = stmt.on_conflict_do_update(index_elements=[table.c.uuid], set_=updates)
         for start in range(0, len(group), UPSERT_CHUNK):
             session.execute(stmt, group[start : start + UPSERT_CHUNK])
@@ -173,6 +187,8 @@ def _apply_service_failed(session: Session, m: Message) -> Event | None:
         # The same report again: a retained copy after a reconnect, or a duplicate. An alert
         # that staff acknowledged stays acknowledged.
         return None
+    if client.service_failed_at is not None and p.failed_at < client.service_failed_at:
+        return None  # an older report arriving late (another listener, a redelivery)
     client.service_failed_at = p.failed_at
     client.service_failed_unit = p.unit
     client.service_failed_exit_code = p.exit_code

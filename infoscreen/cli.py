@@ -24,6 +24,7 @@ def configure_logging(level: str) -> None:
         datefmt="%Y-%m-%dT%H:%M:%S",
     )
     logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 # Process commands
@@ -50,7 +51,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", workers,
         "--access-logfile", "-", "--graceful-timeout", "10", "server:create_app()",
     ]
-    os.execv(sys.executable, argv)
+    os.execv(sys.executable, argv)  # noqa: S606 - gunicorn replaces this process
     return 0  # not reached
 
 
@@ -290,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("clients", cmd_clients, "list the clients with their state")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
-    p.add_argument("--status", choices=("alive", "stale", "down"), help="only clients in this state")
+    p.add_argument("--status", choices=("alive", "stale", "down"),
+                   help="only clients in this state")
     p = add("rejections", cmd_rejections, "show how many device messages were refused, by reason")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
 

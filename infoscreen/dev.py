@@ -122,8 +122,7 @@ def write_dev_env(values: dict[str, str]) -> None:
 
 def provision_broker(values: dict[str, str], devices: list[dict[str, str]]) -> BrokerConfig:
     broker_dir = Path(values["BROKER_DIR"])
-    if broker_dir.joinpath("accounts.json").exists():
-        broker_dir.joinpath("accounts.json").unlink()  # the dev stack's logins are all below
+    # Accounts added by hand (`infoscreen device add`) are kept; ours are (re)written.
     store = AccountStore(broker_dir, values["MQTT_TOPIC_PREFIX"])
     store.add_many(
         [
@@ -187,7 +186,9 @@ def run_dev(settings: Settings, args: argparse.Namespace) -> int:
     if clients:
         manager.add_process(
             "simulator",
-            f"{me} simulate --clients {clients} --credentials {SIM_CREDENTIALS}",
+            f"{me} simulate --clients {clients} --credentials {SIM_CREDENTIALS} "
+            "--heartbeat-interval 10 --health-interval 20 --discovery-interval 30 "
+            "--service-failed-rate 0.01",
             env=env,
         )
     print(banner(values, clients, config.conf_file), flush=True)

@@ -93,6 +93,7 @@ class Listener:
                 self.clock(),
                 prefix=self.settings.mqtt_topic_prefix,
                 max_payload_bytes=self.settings.listener_max_payload_bytes,
+                retained=bool(msg.retain),
             )
             if isinstance(item, Rejection):
                 self._log_rejection(item)
@@ -112,8 +113,17 @@ class Listener:
 
     # The main loop.
 
+    def session_expiry(self) -> int:
+        """A lone listener keeps its session, so the broker queues for it while it restarts.
+
+        In a shared group the session ends with the connection: the broker hands a group's
+        messages round-robin to its sessions, offline ones included, so a stopped member would
+        swallow its share until the session expired. The other members take over instead.
+        """
+        return 0 if self.settings.listener_shared_group else SESSION_EXPIRY_SECONDS
+
     def start(self) -> None:
-        connect_async(self.client, self.settings, session_expiry_seconds=SESSION_EXPIRY_SECONDS)
+        connect_async(self.client, self.settings, session_expiry_seconds=self.session_expiry())
         self.client.loop_start()
 
     def step(self) -> bool:
@@ -150,7 +160,7 @@ class Listener:
 def build_listener(
     settings: Settings, *, clock: Clock = utc_now, client_id: str | None = None
 ) -> Listener:
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, writer=True)
     metrics = ListenerMetrics()
     batcher = Batcher(
         make_session_factory(engine),

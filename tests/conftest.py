@@ -143,6 +143,8 @@ class RunningListener:
         wait_until(self.listener.subscribed.is_set, timeout=10, message="listener subscribed")
 
     def stop(self) -> None:
+        if not self.thread.is_alive():
+            return
         self.listener.stop()
         self.thread.join(timeout=40)
         assert not self.thread.is_alive(), "listener did not stop"

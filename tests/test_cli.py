@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from core.ingest import apply_batch
 from core.contract import parse_message
+from core.ingest import apply_batch
 from infoscreen.cli import build_parser, main
 
 COMMANDS = [

@@ -95,3 +95,15 @@ def test_it_names_a_missing_env_file(tmp_path):
 def test_down_must_come_after_stale(tmp_path):
     with pytest.raises(ConfigError, match="HEARTBEAT_DOWN_SECONDS"):
         load({"HEARTBEAT_STALE_SECONDS": "100", "HEARTBEAT_DOWN_SECONDS": "50"}, tmp_path)
+
+
+def test_every_setting_is_documented_in_env_example():
+    from pathlib import Path
+
+    from core.config import SECRET_NAMES, Settings
+
+    text = (Path(__file__).resolve().parent.parent / ".env.example").read_text()
+    for field in Settings.model_fields.values():
+        assert f"\n{field.alias}=" in text, field.alias
+    for name in SECRET_NAMES:
+        assert f"{name}_FILE" in text, name

@@ -102,6 +102,12 @@ REJECTIONS = [
     ("invalid_value", "service_failed", {"unit": "", "failed_at": "2026-11-24T11:00:00Z"}, UUID),
     ("uuid_mismatch", "discovery", {**VALID["discovery"], "uuid": OTHER}, UUID),
     ("uuid_mismatch", "heartbeat", {"client_uuid": OTHER}, UUID),
+    ("uuid_mismatch", "discovery", {**VALID["discovery"], "uuid": ""}, UUID),
+    ("uuid_mismatch", "heartbeat", {"uuid": UUID, "client_uuid": OTHER}, UUID),
+    ("invalid_value", "service_failed", {**VALID["service_failed"], "exit_code": 2**40}, UUID),
+    ("invalid_value", "health",
+     {**VALID["health"], "broker_connection": {"reconnect_count": 2**70}}, UUID),
+    ("invalid_value", "status", {"status": "online", "session": 2**64}, UUID),
 ]
 
 

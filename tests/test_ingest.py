@@ -212,3 +212,35 @@ def test_it_rejects_bad_messages_counting_them_and_writing_nothing_else(db, reas
 def test_device_supplied_text_is_stored_verbatim(db):
     write(db, msg("service_failed", {**FAILED, "unit": "<img src=x onerror=alert(1)>"}))
     assert client(db).service_failed_unit == "<img src=x onerror=alert(1)>"
+
+
+def retained(suffix: str, payload, at: datetime = T0, uuid: str = SCREEN):
+    raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return parse_message(f"infoscreen/{uuid}/{suffix}", raw, at, retained=True)
+
+
+def test_a_retained_copy_replayed_on_subscribe_is_not_a_sign_of_life(db):
+    write(db, msg("heartbeat", {}))
+    later = T0 + timedelta(minutes=10)  # the listener restarts; the broker replays its store
+    write(db, retained("status", {"status": "offline", "session": 3}, later),
+          retained("service_failed", FAILED, later))
+    c = client(db)
+    assert c.last_seen_at == T0
+    assert c.presence == "offline" and c.service_failed_open
+
+
+def test_a_status_without_session_keeps_the_known_session(db):
+    write(db, msg("status", {"status": "online", "session": 7}))
+    write(db, msg("status", {"status": "online"}, T0 + timedelta(seconds=1)))
+    write(db, msg("status", {"status": "offline", "session": 6}, T0 + timedelta(seconds=2)))
+    c = client(db)
+    assert (c.presence, c.presence_session) == ("online", 7)
+
+
+def test_an_older_service_failed_report_does_not_replace_a_newer_one(db):
+    write(db, msg("service_failed", {**FAILED, "failed_at": "2026-11-24T12:10:00Z"}))
+    acknowledge(db)
+    write(db, msg("service_failed", FAILED))  # failed_at 11:50, arriving late
+    c = client(db)
+    assert c.service_failed_at == datetime(2026, 11, 24, 12, 10, tzinfo=UTC)
+    assert not c.service_failed_open

@@ -149,6 +149,12 @@ def test_two_listeners_share_the_load_in_a_shared_group(db, broker, publish_as):
         b = sum(second.batcher.stored.values())
         assert a + b == 200  # each message once
         assert a > 0 and b > 0  # and both took part
+        # A stopped member leaves the group at once: the other one takes every message.
+        first.stop()
+        more = [str(uuid.uuid4()) for _ in range(50)]
+        for client_id in more:
+            publisher.publish(f"infoscreen/{client_id}/heartbeat", {}, qos=1)
+        wait_until(lambda: count(db, Client) == 250, timeout=10, message="50 more stored")
     finally:
         first.stop()
         second.stop()

@@ -26,3 +26,13 @@ def test_unknown_routes_get_the_json_error_shape(db):
     response = app.test_client().get("/nope")
     assert response.status_code == 404
     assert response.get_json()["error"] == "Not Found"
+
+
+def test_a_relative_sqlite_path_means_the_same_file_for_every_process(tmp_path, monkeypatch):
+    from core import migrate
+
+    monkeypatch.chdir(tmp_path)
+    migrate.upgrade("sqlite:///var/relative.db")
+    app = create_app(Settings.model_validate({"DATABASE_URL": "sqlite:///var/relative.db"}))
+    assert app.test_client().get("/healthz").status_code == 200
+    assert (tmp_path / "var" / "relative.db").exists()
