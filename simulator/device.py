@@ -158,6 +158,9 @@ class DeviceOptions:
 
     heartbeat_interval: float = 30.0
     health_interval: float = 60.0
+    # Discovery is sent on every connect and again at this interval, so that a backend that
+    # missed it (it was not subscribed yet) learns the hostname without a reconnect.
+    discovery_interval: float = 300.0
     crash_rate: float = 0.01  # probability per health interval
     service_failed_rate: float = 0.002  # probability per health interval
     crash_intervals: tuple[int, int] = (2, 4)  # a crash lasts this many health intervals
@@ -166,11 +169,14 @@ class DeviceOptions:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        if self.heartbeat_interval <= 0 or self.health_interval <= 0:
-            raise ValueError("heartbeat and health intervals must be positive")
+        if min(self.heartbeat_interval, self.health_interval, self.discovery_interval) <= 0:
+            raise ValueError("heartbeat, health and discovery intervals must be positive")
         for name in ("crash_rate", "service_failed_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} is a probability between 0 and 1")
+        low, high = self.crash_intervals
+        if not 1 <= low <= high:
+            raise ValueError("crash_intervals is (fewest, most) health intervals, at least 1")
 
 
 class MqttClient(Protocol):
@@ -236,8 +242,10 @@ class SimulatedDevice:
         self.prefix = prefix
         self.options = options
         self.clock = clock
-        # Seeded per device: the same seed replays the same crashes whatever the fleet size.
-        self.rng = rng or random.Random(f"{options.seed}:{client_uuid}")
+        # Seeded per device: the same seed replays the same crashes whatever the fleet size;
+        # no seed, no replay.
+        seed = None if options.seed is None else f"{options.seed}:{client_uuid}"
+        self.rng = rng or random.Random(seed)
         # Callbacks run on paho's thread, the periodic work on the fleet's scheduler thread.
         self._lock = threading.Lock()
         self.session = first_session - 1  # incremented by every successful connect
@@ -298,7 +306,8 @@ class SimulatedDevice:
         with self._lock:
             if self.connect_count:
                 self.last_disconnect_at = self.clock()
-        log.info("device %s disconnected: %s", self.uuid, reason_code)
+        if getattr(reason_code, "is_failure", False):  # our own DISCONNECT is not news
+            log.warning("device %s lost its connection: %s", self.uuid, reason_code)
 
     @guarded
     def on_message(self, client: Any, userdata: Any, message: Any) -> None:

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT = "heartbeat"
 HEALTH = "health"
+DISCOVERY = "discovery"
 MAX_IDLE_WAIT = 0.5  # seconds; bounds how long a stop request or a new connection waits
 
 ClientFactory = Callable[[str, str], MqttClient]  # (uuid, password) -> unconnected client
@@ -47,7 +48,11 @@ class FleetScheduler:
         rng: random.Random,
     ):
         self.devices = devices
-        self.intervals = {HEARTBEAT: options.heartbeat_interval, HEALTH: options.health_interval}
+        self.intervals = {
+            HEARTBEAT: options.heartbeat_interval,
+            HEALTH: options.health_interval,
+            DISCOVERY: options.discovery_interval,
+        }
         self._heap: list[tuple[float, int, str, int]] = []
         self._seq = 0
         for index in range(len(devices)):
@@ -71,6 +76,8 @@ class FleetScheduler:
         try:
             if kind == HEARTBEAT:
                 device.send_heartbeat()
+            elif kind == DISCOVERY:
+                device.send_discovery()
             else:
                 device.health_tick()
         except Exception:
@@ -95,6 +102,7 @@ class Fleet:
         self.monotonic = monotonic
         rng = random.Random(options.seed)
         self.scheduler = FleetScheduler(devices, options, start=monotonic(), rng=rng)
+        self.started_at: float | None = None
 
     @classmethod
     def create(
@@ -124,6 +132,7 @@ class Fleet:
         return cls(devices, options, monotonic=monotonic)
 
     def start(self, settings: Settings) -> None:
+        self.started_at = self.monotonic()
         for device in self.devices:
             connect_async(cast(mqtt.Client, device.client), settings)
             device.client.loop_start()
@@ -133,7 +142,7 @@ class Fleet:
 
     def run(self, stop: threading.Event) -> None:
         """The scheduler thread: due work, then wait for the next due time or the stop event."""
-        started = self.monotonic()
+        started = self.monotonic() if self.started_at is None else self.started_at
         announced = False
         while not stop.is_set():
             while self.scheduler.step(self.monotonic()):

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 KINDS = ("heartbeat", "health")
 SLICE_SECONDS = 0.005
+MAX_BURST_SLICES = 4  # behind schedule, catch up by at most this many slices per write
 DEFAULT_WINDOW = 1000
 KEEPALIVE = 60
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -48,6 +49,15 @@ _U32_PROPS = {0x02, 0x11, 0x18, 0x27}
 _STRING_PROPS = {0x03, 0x08, 0x12, 0x15, 0x1A, 0x1C, 0x1F}
 _BINARY_PROPS = {0x09, 0x16}
 SERVER_KEEP_ALIVE, RECEIVE_MAXIMUM, MAXIMUM_QOS, REASON_STRING = 0x13, 0x21, 0x24, 0x1F
+CONNACK_REASONS = {
+    0x84: "unsupported protocol version",
+    0x85: "client identifier not valid",
+    0x86: "bad user name or password",
+    0x87: "not authorized",
+    0x88: "server unavailable",
+    0x89: "server busy",
+    0x8A: "banned",
+}
 
 
 class LoadError(Exception):
@@ -63,6 +73,7 @@ class LoadResult:
     rejected: int = 0  # QoS 1 PUBACKs with a failure reason code (e.g. 0x87 not authorized)
     qos: int = 0
     connections: int = 1
+    cpu_seconds: float = 0.0  # the generator's own CPU, all connections: is it the bottleneck?
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -237,6 +248,7 @@ class ConnectionStats:
     acked: int = 0
     rejected: int = 0
     elapsed: float = 0.0
+    cpu_seconds: float = 0.0
     error: str | None = None
 
 
@@ -273,7 +285,8 @@ class Publisher:
         reason, props = parse_connack(body)
         if reason >= 0x80:
             detail = props.get(REASON_STRING, b"").decode(errors="replace")
-            raise LoadError(f"broker refused the connection: reason 0x{reason:02x} {detail}")
+            name = CONNACK_REASONS.get(reason, detail or "refused")
+            raise LoadError(f"broker refused the login: {name} (0x{reason:02x})")
         if plan.qos > props.get(MAXIMUM_QOS, 2):
             raise LoadError(f"broker allows at most QoS {props[MAXIMUM_QOS]}")
         # Sending more unacknowledged QoS 1 packets than the broker's Receive Maximum is a
@@ -286,14 +299,20 @@ class Publisher:
     def run(self, abort: Any) -> ConnectionStats:
         """Publish `plan.count` messages evenly over `plan.duration`, then drain the acks."""
         rate = self.plan.count / self.plan.duration
+        # Bounded catch-up: a broker that pushes back lowers the achieved rate, it never
+        # stretches the run past its duration with one huge write.
+        max_burst = max(1, int(rate * SLICE_SECONDS * MAX_BURST_SLICES))
+        cpu_start = time.process_time()
         start = self._last_write = time.monotonic()
         deadline = start + self.plan.duration
         next_slice = start
         while not abort.is_set():
             now = time.monotonic()
-            # Message k is due at k / rate: the first one at once, the last before the deadline,
-            # so the slice that reaches the deadline sends whatever is still due (window allowing).
+            # Message k is due at k / rate: the first one at once, the last before the deadline;
+            # the slice that reaches the deadline sends what is still due (burst and window
+            # allowing), then the run ends.
             due = min(self.plan.count, int((now - start) * rate) + 1) - self.stats.sent
+            due = min(due, max_burst)
             if self.plan.qos:
                 due = min(due, self.window - self._inflight)
             if due > 0:
@@ -305,7 +324,8 @@ class Publisher:
             next_slice = max(next_slice + SLICE_SECONDS, now)
             self._read(max(min(next_slice, deadline) - time.monotonic(), 0.0))
         self.stats.elapsed = time.monotonic() - start
-        self._drain(abort)
+        self._drain()  # also when stopped early: what was sent gets counted
+        self.stats.cpu_seconds = time.process_time() - cpu_start
         return self.stats
 
     def close(self) -> None:
@@ -388,9 +408,9 @@ class Publisher:
         else:
             self.stats.rejected += 1
 
-    def _drain(self, abort: Any) -> None:
+    def _drain(self) -> None:
         deadline = time.monotonic() + self.plan.drain_timeout
-        while self._inflight > 0 and not abort.is_set():
+        while self._inflight > 0:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
@@ -514,7 +534,7 @@ def run_load(
         errors = [detail for status, _, detail in ready if status == "error"]
         if errors:
             abort.set()
-            raise LoadError("; ".join(sorted(errors)))
+            raise LoadError("; ".join(sorted(set(errors))))
         go.set()
         done = _collect(results, processes, "done", duration + drain_timeout + 15, stop, abort)
     finally:
@@ -562,7 +582,7 @@ def _reap(processes: list[Any]) -> None:
 
 
 def _result(stats: list[dict[str, Any]], qos: int, connections: int) -> LoadResult:
-    failed = [s["error"] for s in stats if s["error"]]
+    failed = sorted({s["error"] for s in stats if s["error"]})
     if failed:
         raise LoadError("; ".join(failed))
     sent = sum(s["sent"] for s in stats)
@@ -575,4 +595,5 @@ def _result(stats: list[dict[str, Any]], qos: int, connections: int) -> LoadResu
         rejected=sum(s["rejected"] for s in stats),
         qos=qos,
         connections=connections,
+        cpu_seconds=round(sum(s["cpu_seconds"] for s in stats), 3),
     )

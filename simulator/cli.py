@@ -1,0 +1,364 @@
+"""`infoscreen simulate`: run a simulated fleet of devices, or generate benchmark load.
+
+Fleet mode (default) logs in every device with its own broker account, read from a credentials
+file (`--provision` creates the missing ones). Load mode (`--load RATE`) publishes heartbeats
+for many client ids over a few raw connections as a `simulator`-role account and prints one
+JSON line with the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from core.config import Settings
+from core.contract import CLIENT_ID_RE
+from mosquitto.accounts import AccountStore, generate_password, reload_broker
+from simulator.device import DeviceOptions
+from simulator.fleet import run_fleet
+from simulator.loadgen import LoadError, client_ids, run_load
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CREDENTIALS = Path("var/simulator-devices.json")
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+class CredentialsError(Exception):
+    """The credentials file is missing or unusable; the message names the file."""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"is a probability between 0 and 1, got {text}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    fleet = parser.add_argument_group(
+        "device fleet (default mode)",
+        "Each simulated device logs in with its own device account (username = its uuid), "
+        "sends discovery, heartbeats, health, presence and occasional crashes and "
+        "service_failed alerts, and acknowledges commands.",
+    )
+    fleet.add_argument(
+        "--clients",
+        type=_positive_int,
+        default=10,
+        metavar="N",
+        help="number of devices to simulate (default: %(default)s)",
+    )
+    fleet.add_argument(
+        "--credentials",
+        type=Path,
+        default=DEFAULT_CREDENTIALS,
+        metavar="FILE",
+        help='JSON list of {"uuid": ..., "password": ...}, one entry per device '
+        "(default: %(default)s)",
+    )
+    fleet.add_argument(
+        "--provision",
+        action="store_true",
+        help="create the missing devices: new entries in the credentials file (mode 0600) "
+        "and device accounts in BROKER_DIR, then ask a running broker to reload them",
+    )
+    fleet.add_argument(
+        "--heartbeat-interval",
+        type=_positive_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="seconds between two heartbeats of a device (default: %(default)s)",
+    )
+    fleet.add_argument(
+        "--discovery-interval",
+        type=_positive_float,
+        default=300.0,
+        metavar="SECONDS",
+        help="seconds between two discovery announcements, besides one on every connect "
+        "(default: %(default)s)",
+    )
+    fleet.add_argument(
+        "--health-interval",
+        type=_positive_float,
+        default=60.0,
+        metavar="SECONDS",
+        help="seconds between two health reports of a device (default: %(default)s)",
+    )
+    fleet.add_argument(
+        "--crash-rate",
+        type=_probability,
+        default=0.01,
+        metavar="P",
+        help="probability per health interval that a device's player crashes for a few "
+        "intervals (default: %(default)s)",
+    )
+    fleet.add_argument(
+        "--service-failed-rate",
+        type=_probability,
+        default=0.002,
+        metavar="P",
+        help="probability per health interval that a device reports a retained "
+        "service_failed (default: %(default)s)",
+    )
+    fleet.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        metavar="N",
+        help="random seed, for a reproducible run (and the load generator's client ids)",
+    )
+    load = parser.add_argument_group(
+        "load generator (--load)",
+        "Publishes heartbeats for many client ids over a few raw MQTT 5 connections as a "
+        "simulator-role account, stops after --duration and prints one JSON line: "
+        "sent, acked, elapsed, achieved_rate.",
+    )
+    load.add_argument(
+        "--load",
+        type=_positive_float,
+        default=None,
+        metavar="RATE",
+        help="switch to load mode: total messages per second",
+    )
+    load.add_argument(
+        "--duration",
+        type=_positive_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long to publish (default: %(default)s)",
+    )
+    load.add_argument(
+        "--qos",
+        type=int,
+        choices=(0, 1),
+        default=1,
+        help="QoS of the messages; with 1 every PUBACK is counted (default: %(default)s)",
+    )
+    load.add_argument(
+        "--connections",
+        type=_positive_int,
+        default=2,
+        metavar="N",
+        help="connections, one process each (default: %(default)s)",
+    )
+    load.add_argument(
+        "--load-clients",
+        type=_positive_int,
+        default=10_000,
+        metavar="N",
+        help="distinct client ids to publish for (default: %(default)s)",
+    )
+    load.add_argument(
+        "--with-health",
+        action="store_true",
+        help="alternate heartbeats with health reports",
+    )
+    load.add_argument(
+        "--load-user",
+        default=None,
+        metavar="NAME",
+        help="simulator-role broker account (default: $SIMULATOR_USER)",
+    )
+    load.add_argument(
+        "--load-password",
+        default=None,
+        metavar="PASSWORD",
+        help="its password (default: $SIMULATOR_PASSWORD; prefer the variable, command lines "
+        "are visible to other users)",
+    )
+
+
+def main(settings: Settings, args: argparse.Namespace) -> int:
+    _ensure_logging(settings.log_level)
+    with _stop_on_signals() as stop:
+        if args.load is not None:
+            return _run_load(settings, args, stop)
+        return _run_fleet(settings, args, stop)
+
+
+# Fleet mode -------------------------------------------------------------------------------
+
+
+def _run_fleet(settings: Settings, args: argparse.Namespace, stop: threading.Event) -> int:
+    try:
+        if args.provision:
+            devices = provision(settings, args.credentials, args.clients)
+        else:
+            devices = load_credentials(args.credentials, args.clients)
+        options = DeviceOptions(
+            heartbeat_interval=args.heartbeat_interval,
+            health_interval=args.health_interval,
+            discovery_interval=args.discovery_interval,
+            crash_rate=args.crash_rate,
+            service_failed_rate=args.service_failed_rate,
+            seed=args.seed,
+        )
+    except (CredentialsError, ValueError) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    run_fleet(settings, devices, options, stop)
+    return 0
+
+
+def read_credentials(path: Path) -> list[tuple[str, str]]:
+    """Every (uuid, password) of the file; CredentialsError names the file on any problem."""
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CredentialsError(
+            f"{path}: no such credentials file; run with --provision to create it and the "
+            "device accounts"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise CredentialsError(f"{path}: cannot read it as JSON: {exc}") from None
+    if not isinstance(entries, list):
+        raise CredentialsError(f"{path}: expected a JSON list of {{uuid, password}} objects")
+    devices = []
+    for number, entry in enumerate(entries, start=1):
+        ok = isinstance(entry, dict) and isinstance(entry.get("password"), str)
+        if not ok or not CLIENT_ID_RE.match(str(entry.get("uuid", ""))):
+            raise CredentialsError(f"{path}: entry {number} needs a uuid and a password")
+        devices.append((entry["uuid"].lower(), entry["password"]))
+    return devices
+
+
+def load_credentials(path: Path, count: int) -> list[tuple[str, str]]:
+    devices = read_credentials(path)
+    if len(devices) < count:
+        raise CredentialsError(
+            f"{path}: holds {len(devices)} devices, --clients asks for {count}; "
+            "run with --provision to create the missing ones"
+        )
+    return devices[:count]
+
+
+def provision(settings: Settings, path: Path, count: int) -> list[tuple[str, str]]:
+    """Make sure the file holds `count` devices and the broker knows every one of them."""
+    devices = read_credentials(path) if path.exists() else []
+    missing = count - len(devices)
+    if missing > 0:
+        devices += [(str(uuid.uuid4()), generate_password()) for _ in range(missing)]
+        write_credentials(path, devices)
+        log.info("simulator: added %d devices to %s", missing, path)
+    devices = devices[:count]
+    store = AccountStore(settings.broker_dir, settings.mqtt_topic_prefix)
+    known = store.load()
+    # Also re-creates accounts of devices the file has but the broker lost (a wiped BROKER_DIR).
+    to_add = [(u, "device", p) for u, p in devices if u not in known]
+    if to_add:
+        store.add_many(to_add)
+        reloaded = reload_broker(settings.broker_dir / "mosquitto.pid")
+        log.info(
+            "simulator: created %d device accounts in %s (%s)",
+            len(to_add),
+            settings.broker_dir,
+            "broker reloaded" if reloaded else "no running broker; it reads them on start",
+        )
+    return devices
+
+
+def write_credentials(path: Path, devices: list[tuple[str, str]]) -> None:
+    """Atomically, owner-only: the file holds passwords."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps([{"uuid": u, "password": p} for u, p in devices], indent=1) + "\n"
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+# Load mode --------------------------------------------------------------------------------
+
+
+def _run_load(settings: Settings, args: argparse.Namespace, stop: threading.Event) -> int:
+    username = args.load_user or os.environ.get("SIMULATOR_USER", "")
+    password = args.load_password or os.environ.get("SIMULATOR_PASSWORD", "")
+    if not username or not password:
+        return _fail(
+            "--load needs a simulator-role broker account: set SIMULATOR_USER and "
+            "SIMULATOR_PASSWORD (or --load-user/--load-password)",
+            EXIT_USAGE,
+        )
+    kinds = ("heartbeat", "health") if args.with_health else ("heartbeat",)
+    ids = client_ids(args.load_clients, args.seed if args.seed is not None else 0)
+    try:
+        result = run_load(
+            settings.mqtt_host,
+            settings.mqtt_port,
+            username,
+            password,
+            prefix=settings.mqtt_topic_prefix,
+            client_ids=ids,
+            rate=args.load,
+            duration=args.duration,
+            qos=args.qos,
+            connections=min(args.connections, len(ids)),
+            kinds=kinds,
+            stop=stop,
+        )
+    except LoadError as exc:
+        return _fail(f"load generation failed: {exc}", EXIT_FAILED)
+    report: dict[str, Any] = {"target_rate": args.load, **result.as_dict()}
+    print(json.dumps(report), flush=True)  # the command's output, read by the benchmarks
+    complete = result.qos == 0 or (result.acked == result.sent and not result.rejected)
+    return 0 if complete else EXIT_FAILED
+
+
+# Process plumbing ------------------------------------------------------------------------
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"infoscreen simulate: {message}", file=sys.stderr)
+    return code
+
+
+def _ensure_logging(level: str) -> None:
+    # The `infoscreen` entry point configures logging; this keeps direct callers readable.
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by SIGINT/SIGTERM, so both modes wind down and disconnect cleanly."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop  # signal handlers can only be installed from the main thread
+        return
+
+    def handle(signum: int, frame: Any) -> None:
+        log.info("simulator: %s received, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
