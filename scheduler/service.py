@@ -14,7 +14,7 @@ JOBS: list[tuple[str, Job]] = []
 
 def run(settings: Settings) -> None:
     scheduler = Scheduler(
-        make_session_factory(make_engine(settings.database_url)),
+        make_session_factory(make_engine(settings.database_url, writer=True)),
         JOBS,
         poll_seconds=settings.scheduler_poll_seconds,
     )

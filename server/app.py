@@ -9,7 +9,7 @@ from sqlalchemy import event
 from werkzeug.exceptions import HTTPException
 
 from core.config import Settings, load_settings
-from core.db import sqlite_pragmas, normalise_url
+from core.db import normalise_url, sqlite_pragmas
 from server.extensions import db
 
 FRONTEND = Path(__file__).resolve().parent.parent / "frontend"
