@@ -15,7 +15,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, delete, func, or_, select
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    MetaData,
+    String,
+    Table,
+    and_,
+    any_,
+    bindparam,
+    case,
+    delete,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -25,7 +39,7 @@ from core.models import Client, ClientLog, Event, IngestRejection
 
 log = logging.getLogger(__name__)
 
-UPSERT_CHUNK = 500
+IN_LIST_CHUNK = 500  # SQLite: bound parameters per statement stay well under its limit
 LIVE = "_live"  # marker in a folded row: some message of the batch was not a retained copy
 
 
@@ -109,52 +123,105 @@ def _later(current: ColumnElement[Any], new: ColumnElement[Any], dialect: str) -
     return func.max(func.coalesce(current, new), new)
 
 
+def _conflict_updates(new: Any, keys: frozenset[str], live: bool, dialect: str) -> dict[str, Any]:
+    """SET clause of the upsert: `new` is the proposed row (EXCLUDED), guarded newer-wins."""
+    table = Client.__table__
+    updates: dict[str, Any] = {}
+    for name in ("last_seen_at", "last_heartbeat_at"):
+        if name in keys and (live or name != "last_seen_at"):
+            updates[name] = _later(table.c[name], new[name], dialect)
+    for guard, columns in _GUARDED_GROUPS.items():
+        if guard in keys:
+            newer = or_(table.c[guard].is_(None), new[guard] >= table.c[guard])
+            if guard == "health_at" and "mqtt_reconnect_count" in keys:
+                columns = columns + _RECONNECT_COLUMNS
+            for name in columns:
+                updates[name] = case((newer, new[name]), else_=table.c[name])
+    if "presence" in keys:
+        newer = or_(
+            table.c.presence_session.is_(None),
+            new.presence_session.is_(None),
+            new.presence_session >= table.c.presence_session,
+        )
+        for name in ("presence", "presence_at"):
+            updates[name] = case((newer, new[name]), else_=table.c[name])
+        # A report without a session keeps the session we know.
+        updates["presence_session"] = case(
+            (newer, func.coalesce(new.presence_session, table.c.presence_session)),
+            else_=table.c.presence_session,
+        )
+    return updates
+
+
 def _upsert_clients(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """One upsert per group of rows that carry the same fields."""
     dialect = session.get_bind().dialect.name
-    insert = _insert_for(session)
     table = Client.__table__
     groups: dict[tuple[frozenset[str], bool], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         live = row.pop(LIVE, True)
         groups[(frozenset(row), live)].append(row)
     for (keys, live), group in groups.items():
-        stmt = insert(Client)
-        new = stmt.excluded
-        updates: dict[str, Any] = {}
-        for name in ("last_seen_at", "last_heartbeat_at"):
-            if name in keys and (live or name != "last_seen_at"):
-                updates[name] = _later(table.c[name], new[name], dialect)
-        for guard, columns in _GUARDED_GROUPS.items():
-            if guard in keys:
-                newer = or_(table.c[guard].is_(None), new[guard] >= table.c[guard])
-                if guard == "health_at" and "mqtt_reconnect_count" in keys:
-                    columns = columns + _RECONNECT_COLUMNS
-                for name in columns:
-                    updates[name] = case((newer, new[name]), else_=table.c[name])
-        if "presence" in keys:
-            newer = or_(
-                table.c.presence_session.is_(None),
-                new.presence_session.is_(None),
-                new.presence_session >= table.c.presence_session,
-            )
-            for name in ("presence", "presence_at"):
-                updates[name] = case((newer, new[name]), else_=table.c[name])
-            # A report without a session keeps the session we know.
-            updates["presence_session"] = case(
-                (newer, func.coalesce(new.presence_session, table.c.presence_session)),
-                else_=table.c.presence_session,
-            )
-        stmt = stmt.on_conflict_do_update(index_elements=[table.c.uuid], set_=updates)
-        for start in range(0, len(group), UPSERT_CHUNK):
-            session.execute(stmt, group[start : start + UPSERT_CHUNK])
+        if dialect == "postgresql":
+            _copy_upsert(session, keys, live, group)
+            continue
+        stmt = sqlite.insert(table)
+        updates = _conflict_updates(stmt.excluded, keys, live, dialect)
+        session.execute(stmt.on_conflict_do_update(index_elements=[table.c.uuid], set_=updates),
+                        group)
 
 
-def _existing_uuids(session: Session, uuids: Sequence[str]) -> set[str]:
-    found: set[str] = set()
-    for start in range(0, len(uuids), UPSERT_CHUNK):
-        chunk = uuids[start : start + UPSERT_CHUNK]
-        found.update(session.scalars(select(Client.uuid).where(Client.uuid.in_(chunk))))
-    return found
+# Postgres: the rows are streamed with COPY into a temporary table and upserted from there in
+# one statement. Per row that is one C-level write instead of Python parameter handling, which
+# matters because the listener's writer shares the interpreter with paho's network thread.
+_STAGING = Table(
+    "ingest_client_rows",
+    MetaData(),
+    *(Column(c.name, c.type) for c in Client.__table__.columns),
+    prefixes=["TEMPORARY"],
+)
+_CREATE_STAGING = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS ingest_client_rows "
+    "(LIKE clients INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+)
+_JSON_COLUMNS = frozenset({"hardware", "health"})
+
+
+def _copy_upsert(session: Session, keys: frozenset[str], live: bool,
+                 group: list[dict[str, Any]]) -> None:
+    from psycopg.types.json import Jsonb  # only on Postgres, where psycopg is the driver
+
+    columns = sorted(keys)
+    connection = session.connection()
+    connection.exec_driver_sql(_CREATE_STAGING)
+    connection.exec_driver_sql("TRUNCATE ingest_client_rows")
+    cursor = connection.connection.driver_connection.cursor()
+    json_at = [i for i, name in enumerate(columns) if name in _JSON_COLUMNS]
+    with cursor.copy(f"COPY ingest_client_rows ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in group:
+            values = [row[name] for name in columns]
+            for i in json_at:
+                if values[i] is not None:
+                    values[i] = Jsonb(values[i])
+            copy.write_row(values)
+    stmt = postgresql.insert(Client.__table__).from_select(
+        columns, select(*(_STAGING.c[name] for name in columns))
+    )
+    updates = _conflict_updates(stmt.excluded, keys, live, "postgresql")
+    session.execute(stmt.on_conflict_do_update(index_elements=["uuid"], set_=updates))
+
+
+def _known_uuids(session: Session, uuids: list[str]) -> set[str]:
+    if session.get_bind().dialect.name == "postgresql":
+        # One array parameter: a long IN list gets a generic plan that scans the table once
+        # the driver has prepared the statement.
+        ids = bindparam("ids", uuids, type_=postgresql.ARRAY(String))
+        return set(session.scalars(select(Client.uuid).where(Client.uuid == any_(ids))))
+    known: set[str] = set()
+    for start in range(0, len(uuids), IN_LIST_CHUNK):
+        chunk = uuids[start : start + IN_LIST_CHUNK]
+        known.update(session.scalars(select(Client.uuid).where(Client.uuid.in_(chunk))))
+    return known
 
 
 def new_event(
@@ -272,13 +339,13 @@ def apply_batch(
 
     rows = fold_client_rows(messages)
     if rows:
-        known = _existing_uuids(session, list(rows))
-        _upsert_clients(session, list(rows.values()))
+        known = _known_uuids(session, list(rows))
         events = [
             new_event("client_registered", "info", row["first_seen_at"], uuid)
             for uuid, row in rows.items()
             if uuid not in known
         ]
+        _upsert_clients(session, list(rows.values()))
         result.registered = len(events)
         for m in messages:
             if m.kind == contract.SERVICE_FAILED:
