@@ -33,8 +33,7 @@ def configure_logging(level: str) -> None:
 def cmd_listener(settings: Settings, _args: argparse.Namespace) -> int:
     from listener.service import run
 
-    run(settings)
-    return 0
+    return run(settings)
 
 
 def cmd_scheduler(settings: Settings, _args: argparse.Namespace) -> int:

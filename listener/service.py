@@ -1,21 +1,24 @@
-"""The listener process: paho callbacks feed the batcher; the main loop steps it."""
+"""The listener process: paho receives and acknowledges; a sink parses and writes.
+
+In production the sink is the writer process (listener.writer); tests use the in-process
+sink (listener.intake). Both run the same parser and batcher.
+"""
 
 from __future__ import annotations
 
 import logging
 import signal
 import threading
-from typing import Any
+from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from core.clock import Clock, utc_now
 from core.config import Settings
-from core.contract import Rejection, parse_message, subscription_topics
-from core.db import describe_url, make_engine, make_session_factory
-from listener.batcher import Batcher
-from listener.metrics import ListenerMetrics
+from core.contract import subscription_topics
+from listener.intake import InlineSink, Intake, build_batcher
+from listener.writer import ProcessSink
 from mqtt_client import connect_async, default_client_id, service_client
 
 log = logging.getLogger(__name__)
@@ -24,20 +27,28 @@ SESSION_EXPIRY_SECONDS = 3600  # the broker keeps queueing for us across restart
 SHUTDOWN_DRAIN_SECONDS = 30
 
 
+class Sink(Protocol):
+    def accept(self, topic: str, payload: bytes, retained: bool, received_at: Any) -> None: ...
+    def step(self, wait: float) -> bool: ...
+    def failed(self) -> str | None: ...
+    def drain(self, timeout: float) -> bool: ...
+    def backlog(self) -> int: ...
+
+
 class Listener:
     def __init__(
         self,
         settings: Settings,
-        batcher: Batcher,
+        sink: Sink,
         *,
         clock: Clock = utc_now,
         client_id: str | None = None,
     ):
         self.settings = settings
-        self.batcher = batcher
+        self.sink = sink
         self.clock = clock
+        self.exit_code = 0
         self.topics = subscription_topics(settings.mqtt_topic_prefix)
-        self.warned: set[str] = set()
         self.connected = threading.Event()
         self.subscribed = threading.Event()
         self.stopping = threading.Event()
@@ -86,30 +97,9 @@ class Listener:
 
     def on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:
-            self.batcher.metrics.received.inc()
-            item = parse_message(
-                msg.topic,
-                msg.payload,
-                self.clock(),
-                prefix=self.settings.mqtt_topic_prefix,
-                max_payload_bytes=self.settings.listener_max_payload_bytes,
-                retained=bool(msg.retain),
-            )
-            if isinstance(item, Rejection):
-                self._log_rejection(item)
-            self.batcher.put(item)
+            self.sink.accept(msg.topic, msg.payload, bool(msg.retain), self.clock())
         except Exception:  # an escaping exception would silently kill paho's thread
             log.exception("could not handle a message on %r", getattr(msg, "_topic", b""))
-
-    def _log_rejection(self, rejection: Rejection) -> None:
-        # Once per reason at WARNING, so a misbehaving device cannot flood the log.
-        level = logging.DEBUG if rejection.reason in self.warned else logging.WARNING
-        self.warned.add(rejection.reason)
-        log.log(
-            level,
-            "rejected a message on %s: %s (%s); payload: %s",
-            rejection.topic, rejection.reason, rejection.detail, rejection.excerpt,
-        )
 
     # The main loop.
 
@@ -127,7 +117,7 @@ class Listener:
         self.client.loop_start()
 
     def step(self) -> bool:
-        return self.batcher.step(wait=self.batcher.flush_seconds / 4)
+        return self.sink.step(self.settings.listener_flush_ms / 4000)
 
     def run(self) -> None:
         self.start()
@@ -135,6 +125,11 @@ class Listener:
             while not self.stopping.is_set():
                 while self.step() and not self.stopping.is_set():
                     pass
+                problem = self.sink.failed()
+                if problem:
+                    log.error("%s; stopping so that a supervisor restarts the listener", problem)
+                    self.exit_code = 1
+                    break
         finally:
             self.shutdown()
 
@@ -147,38 +142,28 @@ class Listener:
         self.stopping.set()
         self.client.disconnect()
         self.client.loop_stop()
-        backlog = self.batcher.backlog()
-        if self.batcher.drain(SHUTDOWN_DRAIN_SECONDS):
+        backlog = self.sink.backlog()
+        if self.sink.drain(SHUTDOWN_DRAIN_SECONDS):
             log.info("listener stopped; %d pending messages written", backlog)
         else:
-            log.error(
-                "listener stopped with %d messages not written: the database stayed unavailable",
-                self.batcher.backlog(),
-            )
+            self.exit_code = 1
+            log.error("listener stopped with messages not written: the database stayed "
+                      "unavailable or the writer failed")
 
 
 def build_listener(
     settings: Settings, *, clock: Clock = utc_now, client_id: str | None = None
 ) -> Listener:
-    engine = make_engine(settings.database_url, writer=True)
-    metrics = ListenerMetrics()
-    batcher = Batcher(
-        make_session_factory(engine),
-        batch_size=settings.listener_batch_size,
-        flush_seconds=settings.listener_flush_ms / 1000,
-        log_cap=settings.listener_log_cap_per_client,
-        clock=clock,
-        metrics=metrics,
-    )
-    log.info("listener storing to %s", describe_url(settings.database_url))
+    """A listener that parses and writes in this process (tests, embedding)."""
+    sink = InlineSink(Intake(settings, build_batcher(settings, clock=clock)))
     if settings.listener_metrics_port:
-        metrics.serve(settings.listener_metrics_port)
-        log.info("metrics on http://127.0.0.1:%d/metrics", settings.listener_metrics_port)
-    return Listener(settings, batcher, clock=clock, client_id=client_id)
+        sink.batcher.metrics.serve(settings.listener_metrics_port)
+    return Listener(settings, sink, clock=clock, client_id=client_id)
 
 
-def run(settings: Settings) -> None:
-    listener = build_listener(settings)
+def run(settings: Settings) -> int:
+    listener = Listener(settings, ProcessSink(settings, settings.log_level))
     signal.signal(signal.SIGTERM, listener.stop)
     signal.signal(signal.SIGINT, listener.stop)
     listener.run()
+    return listener.exit_code

@@ -151,7 +151,7 @@ class RunningListener:
 
     @property
     def batcher(self):
-        return self.listener.batcher
+        return self.listener.sink.batcher
 
 
 @pytest.fixture
