@@ -45,7 +45,7 @@ class Settings(BaseModel):
     mqtt_keepalive: int = Field(30, alias="MQTT_KEEPALIVE", ge=5, le=3600)
 
     listener_batch_size: int = Field(1000, alias="LISTENER_BATCH_SIZE", ge=1, le=50_000)
-    listener_flush_ms: int = Field(200, alias="LISTENER_FLUSH_MS", ge=1, le=10_000)
+    listener_flush_ms: int = Field(100, alias="LISTENER_FLUSH_MS", ge=1, le=10_000)
     listener_max_payload_bytes: int = Field(
         65_536, alias="LISTENER_MAX_PAYLOAD_BYTES", ge=256, le=10_000_000
     )

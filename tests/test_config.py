@@ -20,7 +20,7 @@ def test_defaults_give_a_working_development_setup(tmp_path):
     settings = load({}, tmp_path)
     assert settings.database_url.startswith("sqlite:///")
     assert settings.mqtt_topic_prefix == "infoscreen"
-    assert settings.listener_flush_ms == 200
+    assert settings.listener_flush_ms == 100
 
 
 def test_the_environment_overrides_the_dotenv_file(tmp_path):
