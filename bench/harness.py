@@ -1,0 +1,166 @@
+"""What the benchmarks share: a throwaway broker from the project's own config generator, a
+fresh database, pipeline processes and their Prometheus counters. Loopback only."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+
+from core import migrate
+from core.db import normalise_url
+from core.models import Base
+from infoscreen.dev import find_mosquitto
+from mosquitto.accounts import AccountStore, generate_password
+from mosquitto.config import BrokerConfig, Listener, write_config
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_POSTGRES = "postgresql+psycopg:///postgres?host=/var/run/postgresql"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+@dataclass
+class Broker:
+    directory: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="bench-mq-")))
+    port: int = field(default_factory=free_port)
+    server_password: str = field(default_factory=generate_password)
+    loadgen_password: str = field(default_factory=generate_password)
+    process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        AccountStore(self.directory).add_many(
+            [("svc", "server", self.server_password), ("loadgen", "simulator",
+                                                       self.loadgen_password)]
+        )
+        config = BrokerConfig(self.directory, (Listener(self.port, "127.0.0.1", "bench"),),
+                              log_dest=f"file {self.directory / 'mosquitto.log'}")
+        write_config(config)
+        self.process = subprocess.Popen([find_mosquitto(), "-c", str(config.conf_file)])
+        wait_for(lambda: _port_open(self.port), 10, "mosquitto")
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.terminate()
+            self.process.wait(10)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class Database:
+    url: str
+    drop: callable = None
+
+    @classmethod
+    def create(cls, kind: str, admin_url: str | None) -> Database:
+        if kind == "sqlite":
+            url = f"sqlite:///{tempfile.mkdtemp(prefix='bench-db-')}/bench.db"
+            migrate.upgrade(url)
+            return cls(url)
+        admin = create_engine(normalise_url(admin_url or os.environ.get(
+            "TEST_POSTGRES_URL", DEFAULT_POSTGRES)), isolation_level="AUTOCOMMIT")
+        name = f"infoscreen_bench_{uuid.uuid4().hex[:8]}"
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        url = admin.url.set(database=name).render_as_string(hide_password=False)
+        migrate.upgrade(url)
+
+        def drop() -> None:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
+
+        return cls(url, drop)
+
+    def reset(self) -> None:
+        engine = create_engine(normalise_url(self.url))
+        with engine.begin() as conn:
+            for table in reversed(Base.metadata.sorted_tables):
+                conn.execute(table.delete())
+        engine.dispose()
+
+
+class Pipeline:
+    """A consumer process (the listener or the reference) and its stored-messages counter."""
+
+    def __init__(self, name: str, argv: list[str], counter: str, env: dict[str, str],
+                 metrics_port: int):
+        self.name, self.argv, self.counter, self.env = name, argv, counter, env
+        self.metrics_port = metrics_port
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.argv, env=self.env, cwd=ROOT,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_for(lambda: self.stored() is not None, 20, f"{self.name} metrics")
+
+    def stored(self) -> float | None:
+        try:
+            body = urllib.request.urlopen(
+                f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2).read().decode()
+        except OSError:
+            return None
+        return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
+                   if line.startswith(self.counter))
+
+    def stop(self) -> str:
+        self.process.terminate()
+        _, stderr = self.process.communicate(timeout=60)
+        return stderr.decode(errors="replace")
+
+
+def pipelines(broker: Broker, database: Database) -> dict[str, Pipeline]:
+    base = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "DATABASE_URL": database.url,
+        "MQTT_HOST": "127.0.0.1",
+        "MQTT_PORT": str(broker.port),
+        "MQTT_USER": "svc",
+        "MQTT_PASSWORD": broker.server_password,
+        "LOG_LEVEL": "WARNING",
+    }
+    listener_port, reference_port = free_port(), free_port()
+    return {
+        "reference": Pipeline(
+            "reference", [sys.executable, str(ROOT / "bench" / "reference_pipeline.py")],
+            "bench_reference_stored_total",
+            {**base, "REFERENCE_METRICS_PORT": str(reference_port)}, reference_port,
+        ),
+        "listener": Pipeline(
+            "listener", [sys.executable, "-m", "infoscreen", "listener"],
+            "infoscreen_listener_stored_total",
+            {**base, "LISTENER_METRICS_PORT": str(listener_port),
+             "LISTENER_CLIENT_ID": f"bench-listener-{uuid.uuid4().hex[:6]}"},
+            listener_port,
+        ),
+    }
