@@ -1,18 +1,15 @@
-"""What the benchmarks share: a throwaway broker from the project's own config generator, a
-fresh database, pipeline processes and their Prometheus counters. Loopback only."""
+"""What the benchmarks share: the tests' throwaway broker (the project's own generated config),
+a fresh database, pipeline processes and their Prometheus counters. Loopback only."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
@@ -20,60 +17,19 @@ from sqlalchemy import create_engine, text
 from core import migrate
 from core.db import normalise_url
 from core.models import Base
-from infoscreen.dev import find_mosquitto
-from mosquitto.accounts import AccountStore, generate_password
-from mosquitto.config import BrokerConfig, Listener, write_config
+from tests.brokers import TestBroker
+from tests.helpers import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_POSTGRES = "postgresql+psycopg:///postgres?host=/var/run/postgresql"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-
-
-@dataclass
-class Broker:
-    directory: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="bench-mq-")))
-    port: int = field(default_factory=free_port)
-    server_password: str = field(default_factory=generate_password)
-    loadgen_password: str = field(default_factory=generate_password)
-    process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        AccountStore(self.directory).add_many(
-            [("svc", "server", self.server_password), ("loadgen", "simulator",
-                                                       self.loadgen_password)]
-        )
-        config = BrokerConfig(self.directory, (Listener(self.port, "127.0.0.1", "bench"),),
-                              log_dest=f"file {self.directory / 'mosquitto.log'}")
-        write_config(config)
-        self.process = subprocess.Popen([find_mosquitto(), "-c", str(config.conf_file)])
-        wait_for(lambda: _port_open(self.port), 10, "mosquitto")
-
-    def stop(self) -> None:
-        if self.process:
-            self.process.terminate()
-            self.process.wait(10)
-        shutil.rmtree(self.directory, ignore_errors=True)
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+def start_broker() -> TestBroker:
+    """The tests' throwaway broker: our generated config, a server and a simulator login."""
+    broker = TestBroker(Path(tempfile.mkdtemp(prefix="bench-mq-")))
+    broker.provision()
+    broker.start()
+    return broker
 
 
 @dataclass
@@ -122,7 +78,7 @@ class Pipeline:
     def start(self) -> None:
         self.process = subprocess.Popen(self.argv, env=self.env, cwd=ROOT,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_for(lambda: self.stored() is not None, 20, f"{self.name} metrics")
+        wait_until(lambda: self.stored() is not None, 20, message=f"{self.name} metrics")
 
     def stored(self) -> float | None:
         try:
@@ -139,14 +95,14 @@ class Pipeline:
         return stderr.decode(errors="replace")
 
 
-def pipelines(broker: Broker, database: Database) -> dict[str, Pipeline]:
+def pipelines(broker: TestBroker, database: Database) -> dict[str, Pipeline]:
     base = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "DATABASE_URL": database.url,
         "MQTT_HOST": "127.0.0.1",
         "MQTT_PORT": str(broker.port),
-        "MQTT_USER": "svc",
-        "MQTT_PASSWORD": broker.server_password,
+        "MQTT_USER": broker.server.username,
+        "MQTT_PASSWORD": broker.server.password,
         "LOG_LEVEL": "WARNING",
     }
     listener_port, reference_port = free_port(), free_port()

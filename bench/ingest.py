@@ -35,9 +35,10 @@ from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import ROOT, Broker, Database, Pipeline, pipelines, wait_for  # noqa: E402
-from mqtt_client import make_client  # noqa: E402
+from bench.harness import ROOT, Database, Pipeline, pipelines, start_broker  # noqa: E402
 from simulator.loadgen import client_ids, run_load  # noqa: E402
+from tests.brokers import TestBroker  # noqa: E402
+from tests.helpers import wait_until  # noqa: E402
 
 PROBE_RATE = 20
 POLL_SECONDS = 0.005
@@ -74,11 +75,10 @@ class PipelineResult:
 class Probes:
     """Publishes probe heartbeats and watches the database for their commits."""
 
-    def __init__(self, broker: Broker, database_url: str, prefix: str = "infoscreen"):
+    def __init__(self, broker: TestBroker, database_url: str, prefix: str = "infoscreen"):
         self.ids = client_ids(200, "probe")
         self.prefix = prefix
-        self.client = make_client(f"bench-probe-{os.getpid()}", username="loadgen",
-                                  password=broker.loadgen_password)
+        self.client = broker.client(broker.simulator, f"bench-probe-{os.getpid()}")
         self.client.connect("127.0.0.1", broker.port)
         self.client.loop_start()
         self.query = _poller(database_url)
@@ -98,8 +98,8 @@ class Probes:
             for probe in missing:
                 self.client.publish(f"{self.prefix}/{probe}/heartbeat", b"{}", qos=1)
             try:
-                wait_for(lambda: len(self.query(self.ids)) == len(self.ids), 2, "probes")
-            except TimeoutError:
+                wait_until(lambda: len(self.query(self.ids)) == len(self.ids), 2, message="probes")
+            except AssertionError:  # some were published before the pipeline subscribed
                 continue
         if missing:
             raise TimeoutError(f"{len(missing)} probe ids not stored within {timeout} s")
@@ -185,13 +185,13 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def run_step(pipeline: Pipeline, broker: Broker, probes: Probes, ids: list[str], rate: int,
+def run_step(pipeline: Pipeline, broker: TestBroker, probes: Probes, ids: list[str], rate: int,
              args: argparse.Namespace) -> Step:
     before = pipeline.stored()
     stop = threading.Event()
     prober = threading.Thread(target=probes.run, args=(stop,), daemon=True)
     prober.start()
-    load = run_load("127.0.0.1", broker.port, "loadgen", broker.loadgen_password,
+    load = run_load("127.0.0.1", broker.port, broker.simulator.username, broker.simulator.password,
                     prefix="infoscreen", client_ids=ids, rate=rate, duration=args.step_seconds,
                     qos=1, connections=args.connections)
     ended = time.monotonic()
@@ -200,8 +200,9 @@ def run_step(pipeline: Pipeline, broker: Broker, probes: Probes, ids: list[str],
     expected = load.acked + probes.published
     probes.published = 0
     try:
-        wait_for(lambda: pipeline.stored() - before >= expected, args.drain_timeout, "drain")
-    except TimeoutError:
+        wait_until(lambda: pipeline.stored() - before >= expected, args.drain_timeout,
+                   message="drain")
+    except AssertionError:  # what is still missing counts as lost
         pass
     drain = time.monotonic() - ended
     stored = int(pipeline.stored() - before)
@@ -220,7 +221,7 @@ def run_step(pipeline: Pipeline, broker: Broker, probes: Probes, ids: list[str],
     )
 
 
-def bench_pipeline(name: str, pipeline: Pipeline, broker: Broker, database: Database,
+def bench_pipeline(name: str, pipeline: Pipeline, broker: TestBroker, database: Database,
                    args: argparse.Namespace) -> PipelineResult:
     database.reset()
     pipeline.start()
@@ -230,11 +231,11 @@ def bench_pipeline(name: str, pipeline: Pipeline, broker: Broker, database: Data
         probes.prime()
         ids = client_ids(args.clients, "bench")
         # Register every client id first: the steps then measure steady-state updates.
-        run_load("127.0.0.1", broker.port, "loadgen", broker.loadgen_password,
+        run_load("127.0.0.1", broker.port, broker.simulator.username, broker.simulator.password,
                  prefix="infoscreen", client_ids=ids, rate=5000,
                  duration=max(2.0, 1.5 * args.clients / 5000), qos=1,
                  connections=args.connections)
-        wait_for(lambda: _total(database.url) >= args.clients, 60, "clients registered")
+        wait_until(lambda: _total(database.url) >= args.clients, 60, message="clients registered")
         for rate in args.rates:
             step = run_step(pipeline, broker, probes, ids, rate, args)
             result.steps.append(step)
@@ -327,8 +328,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command = "python bench/ingest.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    broker = Broker()
-    broker.start()
+    broker = start_broker()
     database = Database.create(args.database, args.postgres_url)
     try:
         results = {}
@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if database.drop:
             database.drop()
-        broker.stop()
+        broker.remove()
     return 0
 
 
