@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    CheckConstraint,
     DateTime,
     ForeignKey,
     Index,
@@ -143,3 +144,50 @@ class IngestRejection(Base):
     last_at: Mapped[datetime]
     last_topic: Mapped[str] = mapped_column(String(255))
     last_detail: Mapped[str] = mapped_column(String(300))
+
+
+ROLES = ("viewer", "operator", "admin")  # each role may do what the ones before it may
+
+
+class User(Base):
+    """A member of staff who signs in to the web app."""
+
+    __tablename__ = "users"
+    __table_args__ = (CheckConstraint("role IN ('viewer', 'operator', 'admin')", name="role"),)
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime]
+    last_login_at: Mapped[datetime | None]
+    disabled_at: Mapped[datetime | None]
+
+
+class ApiToken(Base):
+    """A bearer token for scripts. Only a hash of its secret is stored."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (CheckConstraint("role IN ('viewer', 'operator', 'admin')", name="role"),)
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)  # public part of the token
+    name: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16))
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(128))
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class AuditEntry(Base):
+    """Who did what and when: every acknowledgement, command and account change."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    occurred_at: Mapped[datetime] = mapped_column(index=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str | None] = mapped_column(String(255))
+    details: Mapped[dict[str, Any] | None]

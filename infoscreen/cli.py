@@ -236,6 +236,85 @@ def cmd_broker_config(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cli_actor() -> str:
+    return f"cli:{getpass.getuser()}"
+
+
+def cmd_user_add(settings: Settings, args: argparse.Namespace) -> int:
+    from core.staff import StaffError, add_user, generate_password
+
+    given = _read_password(args)
+    password = given or generate_password()
+    try:
+        with _session(settings) as session, session.begin():
+            add_user(session, args.name, args.role, password, now=utc_now(), actor=_cli_actor())
+    except StaffError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"user {args.name!r} can sign in with role {args.role}")
+    if given is None:
+        print(f"password (shown once, store it now): {password}")
+    return 0
+
+
+def cmd_user_list(settings: Settings, _args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from core.models import User
+
+    with _session(settings) as session:
+        users = session.scalars(select(User).order_by(User.username)).all()
+        for user in users:
+            state = "disabled" if user.disabled_at else "active"
+            last = user.last_login_at.isoformat(timespec="seconds") if user.last_login_at else "-"
+            print(f"{user.username:<24} {user.role:<9} {state:<9} last sign-in {last}")
+    print(f"{len(users)} users")
+    return 0
+
+
+def cmd_token_create(settings: Settings, args: argparse.Namespace) -> int:
+    from core.staff import StaffError, create_token
+
+    try:
+        with _session(settings) as session, session.begin():
+            token = create_token(session, args.name, args.role, now=utc_now(),
+                                 actor=_cli_actor())
+    except StaffError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"API token {args.name!r} with role {args.role}; send it as "
+          "'Authorization: Bearer <token>'")
+    print(f"token (shown once, store it now): {token}")
+    return 0
+
+
+def cmd_token_list(settings: Settings, _args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from core.models import ApiToken
+
+    with _session(settings) as session:
+        tokens = session.scalars(select(ApiToken).order_by(ApiToken.created_at)).all()
+        for t in tokens:
+            state = "revoked" if t.revoked_at else "active"
+            print(f"{t.id}  {t.name:<24} {t.role:<9} {state:<8} by {t.created_by}")
+    print(f"{len(tokens)} tokens")
+    return 0
+
+
+def cmd_token_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    from core.staff import StaffError, revoke_token
+
+    try:
+        with _session(settings) as session, session.begin():
+            revoke_token(session, args.id, now=utc_now(), actor=_cli_actor())
+    except StaffError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"revoked API token {args.id}")
+    return 0
+
+
 def cmd_compose_init(settings: Settings, args: argparse.Namespace) -> int:
     from infoscreen.compose import init_compose
 
@@ -341,6 +420,34 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_account_remove)
     b = bsub.add_parser("accounts", help="list the accounts and their roles")
     b.set_defaults(func=cmd_account_list)
+
+    roles = ("viewer", "operator", "admin")
+    p = add("user", None, "manage the staff who sign in to the web app")
+    usub = p.add_subparsers(dest="user_command", required=True, metavar="ACTION")
+    u = usub.add_parser("add", help="create a user, or reset a user's password and role",
+                        description="Create a staff user, or reset the password and role of an "
+                        "existing one. Roles: viewer < operator < admin. Prints a generated "
+                        "password once unless one is given.")
+    u.add_argument("name")
+    u.add_argument("--role", required=True, choices=roles)
+    _password_options(u)
+    u.set_defaults(func=cmd_user_add)
+    u = usub.add_parser("list", help="list the users and their roles")
+    u.set_defaults(func=cmd_user_list)
+
+    p = add("token", None, "manage API tokens for scripts")
+    tsub = p.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    t = tsub.add_parser("create", help="create an API token (printed once)",
+                        description="Create an API token for scripts, sent as "
+                        "'Authorization: Bearer <token>'. Only its hash is stored.")
+    t.add_argument("--name", required=True, help="what the token is for, e.g. zabbix")
+    t.add_argument("--role", required=True, choices=roles)
+    t.set_defaults(func=cmd_token_create)
+    t = tsub.add_parser("list", help="list the API tokens")
+    t.set_defaults(func=cmd_token_list)
+    t = tsub.add_parser("revoke", help="revoke an API token by its id")
+    t.add_argument("id")
+    t.set_defaults(func=cmd_token_revoke)
 
     p = add("compose", None, "prepare the files docker-compose.yml mounts")
     csub = p.add_subparsers(dest="compose_command", required=True, metavar="ACTION")

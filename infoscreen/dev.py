@@ -21,8 +21,11 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 from core import migrate
+from core.clock import utc_now
 from core.config import Settings
-from core.db import describe_url
+from core.db import describe_url, make_engine, make_session_factory
+from core.staff import add_user
+from core.staff import generate_password as staff_password
 from mosquitto.accounts import AccountStore, generate_password
 from mosquitto.config import BrokerConfig, Listener, write_config
 
@@ -89,6 +92,8 @@ def dev_values(settings: Settings, args: argparse.Namespace, previous: dict[str,
         "SERVER_BIND": f"127.0.0.1:{web_port}",
         "SERVER_PORT": str(web_port),
         "INFOSCREEN_URL": f"http://127.0.0.1:{web_port}",
+        "INFOSCREEN_ADMIN_USER": "admin",
+        "INFOSCREEN_ADMIN_PASSWORD": keep("INFOSCREEN_ADMIN_PASSWORD", staff_password),
         "LISTENER_CLIENT_ID": "infoscreen-listener-dev",
     }
 
@@ -141,6 +146,14 @@ def provision_broker(values: dict[str, str], devices: list[dict[str, str]]) -> B
     return config
 
 
+def create_admin(values: dict[str, str]) -> None:
+    engine = make_engine(values["DATABASE_URL"])
+    with make_session_factory(engine)() as session, session.begin():
+        add_user(session, values["INFOSCREEN_ADMIN_USER"], "admin",
+                 values["INFOSCREEN_ADMIN_PASSWORD"], now=utc_now(), actor="infoscreen dev")
+    engine.dispose()
+
+
 def banner(values: dict[str, str], clients: int, conf: Path) -> str:
     url = values["INFOSCREEN_URL"]
     return "\n".join(
@@ -150,6 +163,8 @@ def banner(values: dict[str, str], clients: int, conf: Path) -> str:
             f"  broker     mqtt://127.0.0.1:{values['MQTT_PORT']}  (Mosquitto, {conf})",
             f"  database   {describe_url(values['DATABASE_URL'])}",
             f"  web        {url}  ({url}/healthz)",
+            f"  admin      {values['INFOSCREEN_ADMIN_USER']} / "
+            f"{values['INFOSCREEN_ADMIN_PASSWORD']}  (staff sign-in)",
             f"  simulator  {clients} screens" if clients else "  simulator  off",
             f"  settings   {DEV_ENV}  (in a shell: set -a; . {DEV_ENV}; set +a)",
             "  try        .venv/bin/infoscreen clients",
@@ -175,6 +190,7 @@ def run_dev(settings: Settings, args: argparse.Namespace) -> int:
     config = provision_broker(values, devices)
     write_dev_env(values)
     migrate.upgrade(values["DATABASE_URL"])
+    create_admin(values)
 
     env = {**os.environ, **values, "DEVICE_USER": values["DEVICE_UUID"], "PYTHONUNBUFFERED": "1"}
     me = f"{shlex.quote(sys.executable)} -m infoscreen"

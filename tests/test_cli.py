@@ -16,6 +16,7 @@ from infoscreen.cli import build_parser, main
 COMMANDS = [
     [], ["listener"], ["scheduler"], ["serve"], ["migrate"], ["simulate"], ["dev"], ["clients"],
     ["rejections"], ["device", "add"], ["monitor", "add"], ["broker", "config"],
+    ["user", "add"], ["user", "list"], ["token", "create"], ["token", "revoke"],
     ["broker", "add-account"], ["broker", "accounts"],
 ]
 
@@ -105,3 +106,33 @@ def test_broker_files_are_private(tmp_path, monkeypatch):
     for name in ("passwd", "acl", "accounts.json"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o600
     assert "long-enough-password" not in (tmp_path / "passwd").read_text()
+
+
+def test_user_add_prints_a_generated_password_once_and_it_signs_in(db):
+    from core.staff import authenticate
+
+    env = {"DATABASE_URL": db.url, "PATH": "/usr/bin:/bin"}
+    done = run_cli("user", "add", "carol", "--role", "viewer", env=env)
+    assert done.returncode == 0, done.stderr
+    password = done.stdout.split("store it now): ")[1].strip()
+    with db.sessions() as session, session.begin():
+        assert authenticate(session, "carol", password, now=datetime.now(UTC)).role == "viewer"
+    assert "carol" in run_cli("user", "list", env=env).stdout
+
+
+def test_user_add_refuses_a_short_password_naming_the_rule(db):
+    env = {"DATABASE_URL": db.url, "PATH": "/usr/bin:/bin"}
+    done = run_cli("user", "add", "carol", "--role", "viewer", "--password", "short", env=env)
+    assert done.returncode == 2 and "12 characters" in done.stderr
+
+
+def test_token_create_list_and_revoke(db):
+    env = {"DATABASE_URL": db.url, "PATH": "/usr/bin:/bin"}
+    done = run_cli("token", "create", "--name", "zabbix", "--role", "viewer", env=env)
+    assert done.returncode == 0, done.stderr
+    token = done.stdout.split("store it now): ")[1].strip()
+    token_id = token.split("_")[1]
+    assert "active" in run_cli("token", "list", env=env).stdout
+    assert run_cli("token", "revoke", token_id, env=env).returncode == 0
+    assert "revoked" in run_cli("token", "list", env=env).stdout
+    assert token not in run_cli("token", "list", env=env).stdout

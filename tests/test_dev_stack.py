@@ -19,7 +19,8 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 REQUIRED = ("DATABASE_URL", "MQTT_HOST", "MQTT_PORT", "MQTT_USER", "MQTT_PASSWORD",
             "DEVICE_UUID", "DEVICE_USER", "DEVICE_PASSWORD", "MONITOR_USER",
-            "MONITOR_PASSWORD", "INFOSCREEN_URL")
+            "MONITOR_PASSWORD", "INFOSCREEN_URL", "INFOSCREEN_ADMIN_USER",
+            "INFOSCREEN_ADMIN_PASSWORD")
 
 
 def port_in_use(port: int) -> bool:

@@ -1,0 +1,127 @@
+"""Staff users, their roles, and API tokens for scripts (DESIGN.md §7).
+
+Roles are ordered: viewer < operator < admin; each may do what the ones before it may.
+Passwords are hashed with argon2. An API token is `ist_<id>_<secret>`: the id finds the row,
+and the secret is compared with the stored hash in constant time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from datetime import datetime
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.models import ROLES, ApiToken, AuditEntry, User
+
+USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+MIN_PASSWORD_LENGTH = 12
+TOKEN_PREFIX = "ist"  # noqa: S105 - a marker, not a secret
+_hasher = PasswordHasher()
+# Verifying against this keeps a failed sign-in for an unknown user as slow as for a known one.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+class StaffError(ValueError):
+    """A request about staff accounts that cannot be honoured; the message says why."""
+
+
+def role_at_least(role: str, required: str) -> bool:
+    return ROLES.index(role) >= ROLES.index(required)
+
+
+def _check_role(role: str) -> None:
+    if role not in ROLES:
+        raise StaffError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
+
+
+def generate_password() -> str:
+    return secrets.token_urlsafe(18)
+
+
+def audit(session: Session, now: datetime, actor: str, action: str, target: str | None = None,
+          **details: object) -> None:
+    session.add(AuditEntry(occurred_at=now, actor=actor, action=action, target=target,
+                           details=details or None))
+
+
+def add_user(session: Session, username: str, role: str, password: str, *, now: datetime,
+             actor: str) -> User:
+    """Create a user, or reset the password and role of an existing one."""
+    _check_role(role)
+    if not USERNAME_RE.match(username):
+        raise StaffError("a username is 1-64 letters, digits, '.', '_', '@' or '-'")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise StaffError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None:
+        user = User(username=username, created_at=now)
+        session.add(user)
+    user.role = role
+    user.password_hash = _hasher.hash(password)
+    user.disabled_at = None
+    audit(session, now, actor, "user.set", username, role=role)
+    return user
+
+
+def authenticate(session: Session, username: str, password: str, *, now: datetime
+                 ) -> User | None:
+    """The user, if the password is right and the account enabled; else None."""
+    user = session.scalar(select(User).where(User.username == username))
+    try:
+        _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
+    except (VerificationError, InvalidHashError):
+        return None
+    if user is None or user.disabled_at is not None:
+        return None
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = _hasher.hash(password)
+    user.last_login_at = now
+    return user
+
+
+def _secret_hash(secret: str) -> str:
+    # The secret is 256 random bits: a plain SHA-256 is enough, and fast to check per request.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_token(session: Session, name: str, role: str, *, now: datetime, actor: str) -> str:
+    """Create an API token; returns it in full. Only its hash is kept: show it once."""
+    _check_role(role)
+    if not USERNAME_RE.match(name):
+        raise StaffError("a token name is 1-64 letters, digits, '.', '_', '@' or '-'")
+    token_id = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32)
+    session.add(ApiToken(id=token_id, name=name, role=role, secret_hash=_secret_hash(secret),
+                         created_at=now, created_by=actor))
+    audit(session, now, actor, "token.create", token_id, name=name, role=role)
+    return f"{TOKEN_PREFIX}_{token_id}_{secret}"
+
+
+def verify_token(session: Session, presented: str, *, now: datetime) -> ApiToken | None:
+    """The token's row if `presented` is a valid, unrevoked token; else None."""
+    prefix, _, rest = presented.partition("_")
+    token_id, _, secret = rest.partition("_")
+    if prefix != TOKEN_PREFIX or not token_id or not secret:
+        return None
+    token = session.get(ApiToken, token_id)
+    expected = token.secret_hash if token else _secret_hash("")
+    matches = hmac.compare_digest(expected, _secret_hash(secret))
+    if token is None or not matches or token.revoked_at is not None:
+        return None
+    token.last_used_at = now
+    return token
+
+
+def revoke_token(session: Session, token_id: str, *, now: datetime, actor: str) -> None:
+    token = session.get(ApiToken, token_id)
+    if token is None:
+        raise StaffError(f"no API token with id {token_id!r}")
+    token.revoked_at = now
+    audit(session, now, actor, "token.revoke", token_id)
