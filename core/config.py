@@ -63,6 +63,9 @@ class Settings(BaseModel):
     scheduler_poll_seconds: float = Field(5.0, alias="SCHEDULER_POLL_SECONDS", gt=0, le=3600)
 
     server_bind: str = Field("127.0.0.1:8080", alias="SERVER_BIND", min_length=1)
+    # Secure cookies need HTTPS; unset means: on in production, off in development.
+    session_cookie_secure: bool | None = Field(None, alias="SESSION_COOKIE_SECURE")
+    ratelimit_storage_uri: str = Field("memory://", alias="RATELIMIT_STORAGE_URI")
     server_workers: int = Field(2, alias="SERVER_WORKERS", ge=1, le=64)
 
     broker_dir: Path = Field(Path("var/mosquitto"), alias="BROKER_DIR")
@@ -77,6 +80,12 @@ class Settings(BaseModel):
     @property
     def is_production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def secure_cookies(self) -> bool:
+        if self.session_cookie_secure is None:
+            return self.is_production
+        return self.session_cookie_secure
 
 
 def _read_secret_files(values: dict[str, str]) -> dict[str, str]:

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import logging
+import secrets
 from pathlib import Path
 
 from flask import Flask, jsonify
+from flask_wtf.csrf import CSRFError
 from sqlalchemy import event
 from werkzeug.exceptions import HTTPException
 
 from core.config import Settings, load_settings
 from core.db import normalise_url, sqlite_pragmas
-from server.extensions import db
+from server.auth import protect_from_csrf
+from server.extensions import csrf, db, limiter, login_manager
 
+log = logging.getLogger(__name__)
 FRONTEND = Path(__file__).resolve().parent.parent / "frontend"
+
+
+def _throwaway_secret_key() -> str:
+    log.warning("SECRET_KEY is not set: sessions end when this process does and do not work "
+                "across several workers; set SECRET_KEY (production refuses to start without)")
+    return secrets.token_urlsafe(32)
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -23,19 +34,37 @@ def create_app(settings: Settings | None = None) -> Flask:
         static_folder=str(FRONTEND / "static"),
     )
     app.config.update(
-        SECRET_KEY=settings.secret_key,
+        SECRET_KEY=settings.secret_key or _throwaway_secret_key(),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.secure_cookies,
+        REMEMBER_COOKIE_HTTPONLY=True,
+        # CSRF is checked in a before_request hook: only for cookie-carrying requests.
+        WTF_CSRF_CHECK_DEFAULT=False,
+        WTF_CSRF_TIME_LIMIT=None,
+        RATELIMIT_STORAGE_URI=settings.ratelimit_storage_uri,
+        RATELIMIT_HEADERS_ENABLED=True,
         SQLALCHEMY_DATABASE_URI=normalise_url(settings.database_url),
         SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
         INFOSCREEN_SETTINGS=settings,
     )
     db.init_app(app)
+    login_manager.init_app(app)
+    csrf.init_app(app)
+    limiter.init_app(app)
+    app.before_request(protect_from_csrf)
     if settings.database_url.startswith("sqlite"):
         with app.app_context():
             event.listen(db.engine, "connect", sqlite_pragmas)
 
-    from server import health
+    from server import audit, auth, health, web
 
-    app.register_blueprint(health.bp)
+    for blueprint in (health.bp, auth.bp, web.bp, audit.bp):
+        app.register_blueprint(blueprint)
+
+    @app.errorhandler(CSRFError)
+    def csrf_refused(exc: CSRFError):
+        return jsonify(error="Forbidden", message=f"CSRF check failed: {exc.description}"), 403
 
     @app.errorhandler(HTTPException)
     def json_error(exc: HTTPException):

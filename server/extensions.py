@@ -1,9 +1,18 @@
 """Extensions, created unbound and attached in the application factory."""
 
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from flask_login import LoginManager
 from flask_sqlalchemy import SQLAlchemy
+from flask_wtf import CSRFProtect
 
 from core.models import Base
 
 # The models live in core (plain SQLAlchemy, shared with the listener and the scheduler);
 # Flask-SQLAlchemy provides the request-scoped session over the same metadata.
 db = SQLAlchemy(metadata=Base.metadata)
+login_manager = LoginManager()
+csrf = CSRFProtect()
+# In-memory counts are per gunicorn worker: the effective limit is multiplied by the number of
+# workers unless RATELIMIT_STORAGE_URI points at a shared store (e.g. redis://).
+limiter = Limiter(key_func=get_remote_address, storage_uri="memory://")
