@@ -96,7 +96,9 @@ def require_role(role: str, *, page: bool = False) -> Callable:
             principal = current_principal()
             if principal is None:
                 if page:
-                    return redirect(url_for("auth.login_page", next=request.full_path))
+                    # full_path ends in "?" when there is no query string
+                    target = request.full_path.rstrip("?")
+                    return redirect(url_for("auth.login_page", next=target))
                 abort(401)
             if not role_at_least(principal.role, role):
                 abort(403)

@@ -152,7 +152,7 @@ def test_it_refuses_bad_authorization_headers(app, header):
 
 def test_the_sign_in_form_signs_in_and_goes_to_the_page_asked_for(app):
     client = app.test_client()
-    assert client.get("/").headers["Location"].startswith("/login")
+    assert client.get("/").headers["Location"] == "/login?next=/"
     page = client.get("/login?next=/")
     assert page.status_code == 200 and b'name="csrf_token"' in page.data
     token = page.data.split(b'name="csrf_token" value="')[1].split(b'"')[0].decode()
