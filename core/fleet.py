@@ -14,7 +14,7 @@ from core.models import Client, Event, IngestRejection
 from core.staff import audit
 
 
-def _iso(value: datetime | None) -> str | None:
+def iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
@@ -28,17 +28,17 @@ def client_summary(client: Client, now: datetime, stale_seconds: int, down_secon
         "softwareVersion": client.software_version,
         "groupId": client.group_id,
         "status": liveness(client.last_seen_at, now, stale_seconds, down_seconds),
-        "lastSeenAt": _iso(client.last_seen_at),
+        "lastSeenAt": iso(client.last_seen_at),
         "lastSeenSecondsAgo": round((now - client.last_seen_at).total_seconds(), 1),
-        "lastHeartbeatAt": _iso(client.last_heartbeat_at),
+        "lastHeartbeatAt": iso(client.last_heartbeat_at),
         "processStatus": client.process_status,
         "presence": client.presence,
         "mqttReconnectCount": client.mqtt_reconnect_count,
-        "mqttLastDisconnectAt": _iso(client.mqtt_last_disconnect_at),
+        "mqttLastDisconnectAt": iso(client.mqtt_last_disconnect_at),
         "serviceFailed": {
             "unit": client.service_failed_unit,
-            "failedAt": _iso(client.service_failed_at),
-            "acknowledgedAt": _iso(client.service_failed_acknowledged_at),
+            "failedAt": iso(client.service_failed_at),
+            "acknowledgedAt": iso(client.service_failed_acknowledged_at),
             "acknowledgedBy": client.service_failed_acknowledged_by,
         }
         if client.service_failed_at

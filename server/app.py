@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException
 from core.config import Settings, load_settings
 from core.db import normalise_url, sqlite_pragmas
 from server.auth import protect_from_csrf
-from server.extensions import csrf, db, limiter, login_manager
+from server.extensions import csrf, db, limiter, login_manager, openapi
 
 log = logging.getLogger(__name__)
 FRONTEND = Path(__file__).resolve().parent.parent / "frontend"
@@ -44,6 +44,11 @@ def create_app(settings: Settings | None = None) -> Flask:
         WTF_CSRF_TIME_LIMIT=None,
         RATELIMIT_STORAGE_URI=settings.ratelimit_storage_uri,
         RATELIMIT_HEADERS_ENABLED=True,
+        API_TITLE="Infoscreen fleet API",
+        API_VERSION="1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/api",
+        OPENAPI_JSON_PATH="openapi.json",
         SQLALCHEMY_DATABASE_URI=normalise_url(settings.database_url),
         SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
         INFOSCREEN_SETTINGS=settings,
@@ -57,10 +62,16 @@ def create_app(settings: Settings | None = None) -> Flask:
         with app.app_context():
             event.listen(db.engine, "connect", sqlite_pragmas)
 
-    from server import audit, auth, health, web
+    from server import api, audit, auth, health, web
 
     for blueprint in (health.bp, auth.bp, web.bp, audit.bp):
         app.register_blueprint(blueprint)
+    openapi.init_app(app)
+    openapi.register_blueprint(api.bp)
+    # The API's description is for signed-in staff and scripts too.
+    spec_endpoint = "api-docs.openapi_json"
+    app.view_functions[spec_endpoint] = auth.require_role("viewer")(
+        app.view_functions[spec_endpoint])
 
     @app.errorhandler(CSRFError)
     def csrf_refused(exc: CSRFError):
@@ -68,7 +79,13 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     @app.errorhandler(HTTPException)
     def json_error(exc: HTTPException):
-        # One JSON error shape for every route.
-        return jsonify(error=exc.name, message=exc.description), exc.code
+        # One JSON error shape for every route (registered after flask-smorest's own).
+        body = {"error": exc.name, "message": exc.description}
+        data = getattr(exc, "data", None) or {}
+        if data.get("message"):
+            body["message"] = data["message"]
+        if data.get("messages"):  # request validation: which field, and why
+            body["errors"] = data["messages"]
+        return jsonify(body), exc.code
 
     return app

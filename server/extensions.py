@@ -3,6 +3,7 @@
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
+from flask_smorest import Api
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
 
@@ -16,3 +17,4 @@ csrf = CSRFProtect()
 # In-memory counts are per gunicorn worker: the effective limit is multiplied by the number of
 # workers unless RATELIMIT_STORAGE_URI points at a shared store (e.g. redis://).
 limiter = Limiter(key_func=get_remote_address, storage_uri="memory://")
+openapi = Api()  # flask-smorest: request validation and /api/openapi.json

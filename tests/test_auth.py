@@ -78,10 +78,12 @@ def test_every_protected_api_route_checks_the_role(app, tokens, role):
             continue
         response = client.open(path, method=method,
                                headers={"Authorization": f"Bearer {tokens[role]}"})
-        expected_ok = role_at_least(role, required)
-        assert (response.status_code < 400) == expected_ok, (role, method, path, response.status)
-        if not expected_ok:
-            assert response.status_code == 403
+        # Placeholders stay literal (a 404 for client "<string:client_uuid>" is fine): what
+        # matters is whether the role got past the check.
+        if role_at_least(role, required):
+            assert response.status_code not in (401, 403), (role, method, path)
+        else:
+            assert response.status_code == 403, (role, method, path, response.status)
 
 
 def test_sign_in_sets_a_safe_session_cookie_and_knows_the_role(app):

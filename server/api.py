@@ -1,0 +1,134 @@
+"""The fleet API: clients, alerts, overview, events. Documented at /api/openapi.json."""
+
+from __future__ import annotations
+
+from flask import current_app
+from flask_smorest import Blueprint, abort
+
+from core.clock import utc_now
+from core.config import Settings
+from core.fleet import (
+    FleetError,
+    acknowledge_service_failed,
+    client_page,
+    client_summary,
+    crashed_clients,
+    event_page,
+    fleet_overview,
+    iso,
+    open_service_failed,
+)
+from core.models import Client
+from server import schemas
+from server.auth import current_principal, require_role
+from server.extensions import db
+from server.retained import clear_retained_service_failed
+
+bp = Blueprint("api", __name__, url_prefix="/api", description="Fleet state and alerts")
+
+
+def _settings() -> Settings:
+    return current_app.config["INFOSCREEN_SETTINGS"]
+
+
+def _summary(client: Client) -> dict:
+    s = _settings()
+    return client_summary(client, utc_now(), s.heartbeat_stale_seconds, s.heartbeat_down_seconds)
+
+
+@bp.route("/clients")
+@require_role("viewer")
+@bp.arguments(schemas.ClientListArgs, location="query")
+@bp.response(200, schemas.ClientPageSchema)
+def clients(args):
+    """Clients, filtered by status or a search on hostname, uuid and ip, one page."""
+    s = _settings()
+    total, rows = client_page(
+        db.session, utc_now(), s.heartbeat_stale_seconds, s.heartbeat_down_seconds,
+        status=args.get("status"), search=args.get("search"), sort=args["sort"],
+        page=args["page"], per_page=args["perPage"],
+    )
+    return {"total": total, "page": args["page"], "perPage": args["perPage"],
+            "items": [_summary(c) for c in rows]}
+
+
+@bp.route("/clients/crashed")
+@require_role("viewer")
+@bp.response(200, schemas.CrashedListSchema)
+def crashed():
+    """Clients whose player crashed (`process_crashed`) or whose heartbeat is stale."""
+    rows = crashed_clients(db.session, utc_now(), _settings().heartbeat_stale_seconds)
+    return {"items": [{**_summary(c), "reason": reason} for c, reason in rows]}
+
+
+@bp.route("/clients/service_failed")
+@require_role("viewer")
+@bp.response(200, schemas.ClientListSchema)
+def service_failed():
+    """Clients with an open service-failed alert, newest first."""
+    return {"items": [_summary(c) for c in open_service_failed(db.session)]}
+
+
+@bp.route("/clients/<string:client_uuid>")
+@require_role("viewer")
+@bp.response(200, schemas.ClientDetailSchema)
+def client_detail(client_uuid: str):
+    """One client, with its last health report."""
+    client = db.session.get(Client, client_uuid)
+    if client is None:
+        abort(404, message=f"no client {client_uuid}")
+    return {**_summary(client), "health": client.health,
+            "firstSeenAt": client.first_seen_at.isoformat()}
+
+
+@bp.route("/clients/<string:client_uuid>/clear_service_failed", methods=["POST"])
+@require_role("operator")
+@bp.response(200, schemas.AcknowledgedSchema)
+def clear_service_failed(client_uuid: str):
+    """Acknowledge ("quittieren") the client's alert and clear the retained report."""
+    try:
+        client = acknowledge_service_failed(db.session, client_uuid,
+                                            actor=current_principal().name, now=utc_now())
+    except FleetError as exc:
+        db.session.rollback()
+        abort(404 if "no client" in str(exc) else 409, message=str(exc))
+    db.session.commit()
+    cleared = clear_retained_service_failed(_settings(), client_uuid)
+    return {"client": _summary(client), "retainedCleared": cleared}
+
+
+@bp.route("/monitoring/overview")
+@require_role("viewer")
+@bp.response(200, schemas.OverviewSchema)
+def overview():
+    """Fleet counts by status, and each client's reconnect figures."""
+    s = _settings()
+    now = utc_now()
+    counts = fleet_overview(db.session, now, s.heartbeat_stale_seconds,
+                            s.heartbeat_down_seconds)
+    rows = db.session.execute(
+        Client.__table__.select().with_only_columns(
+            Client.uuid, Client.hostname, Client.mqtt_reconnect_count,
+            Client.mqtt_last_disconnect_at)
+        .order_by(Client.mqtt_reconnect_count.desc().nulls_last(), Client.uuid)
+    )
+    figures = [
+        {"uuid": r.uuid, "hostname": r.hostname, "mqttReconnectCount": r.mqtt_reconnect_count,
+         "mqttLastDisconnectAt": iso(r.mqtt_last_disconnect_at)}
+        for r in rows
+    ]
+    return {"counts": counts, "clients": figures}
+
+
+@bp.route("/events")
+@require_role("viewer")
+@bp.arguments(schemas.EventListArgs, location="query")
+@bp.response(200, schemas.EventPageSchema)
+def events(args):
+    """Fleet events, newest first."""
+    total, rows = event_page(db.session, page=args["page"], per_page=args["perPage"],
+                             client_uuid=args.get("clientUuid"))
+    return {"total": total, "page": args["page"], "perPage": args["perPage"],
+            "items": [{"id": e.id, "type": e.type, "severity": e.severity,
+                       "clientUuid": e.client_uuid, "occurredAt": e.occurred_at.isoformat(),
+                       "details": e.details} for e in rows]}
