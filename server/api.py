@@ -7,6 +7,7 @@ from flask_smorest import Blueprint, abort
 
 from core.clock import utc_now
 from core.config import Settings
+from core.contract import CLIENT_ID_RE
 from core.fleet import (
     FleetError,
     acknowledge_service_failed,
@@ -29,6 +30,12 @@ bp = Blueprint("api", __name__, url_prefix="/api", description="Fleet state and 
 
 def _settings() -> Settings:
     return current_app.config["INFOSCREEN_SETTINGS"]
+
+
+def _known_client_id(client_uuid: str) -> str:
+    if not CLIENT_ID_RE.match(client_uuid):
+        abort(404, message=f"no client {client_uuid[:40]!r}: not a client uuid")
+    return client_uuid
 
 
 def _summary(client: Client) -> dict:
@@ -74,7 +81,7 @@ def service_failed():
 @bp.response(200, schemas.ClientDetailSchema)
 def client_detail(client_uuid: str):
     """One client, with its last health report."""
-    client = db.session.get(Client, client_uuid)
+    client = db.session.get(Client, _known_client_id(client_uuid))
     if client is None:
         abort(404, message=f"no client {client_uuid}")
     return {**_summary(client), "health": client.health,
@@ -87,7 +94,7 @@ def client_detail(client_uuid: str):
 def clear_service_failed(client_uuid: str):
     """Acknowledge ("quittieren") the client's alert and clear the retained report."""
     try:
-        client = acknowledge_service_failed(db.session, client_uuid,
+        client = acknowledge_service_failed(db.session, _known_client_id(client_uuid),
                                             actor=current_principal().name, now=utc_now())
     except FleetError as exc:
         db.session.rollback()

@@ -7,7 +7,12 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
+from core.contract import CLIENT_ID_RE
 from core.fleet import SORTS
+
+# Postgres cannot hold NUL in text, so a NUL in a query parameter would fail in the database.
+NO_NUL = validate.Regexp(r"^[^\x00]*$", error="must not contain NUL characters")
+CLIENT_ID = validate.Regexp(CLIENT_ID_RE.pattern, error="must be a client uuid")
 
 
 class PageArgs(Schema):
@@ -17,12 +22,12 @@ class PageArgs(Schema):
 
 class ClientListArgs(PageArgs):
     status = fields.String(validate=validate.OneOf(["alive", "stale", "down"]))
-    search = fields.String(validate=validate.Length(min=1, max=100))
+    search = fields.String(validate=[validate.Length(min=1, max=100), NO_NUL])
     sort = fields.String(load_default="hostname", validate=validate.OneOf(list(SORTS)))
 
 
 class EventListArgs(PageArgs):
-    clientUuid = fields.String(validate=validate.Length(equal=36))
+    clientUuid = fields.String(validate=CLIENT_ID)
 
 
 class ServiceFailedSchema(Schema):

@@ -221,3 +221,18 @@ def test_device_supplied_text_comes_back_as_data_not_markup(db, app, auth):
     assert response.get_json()["items"][0]["serviceFailed"]["unit"] == FAILED["unit"]
 
 
+
+
+@pytest.mark.parametrize("query", ["search=a%00b", "clientUuid=x", "clientUuid=%00"])
+def test_it_rejects_nul_and_malformed_ids_in_queries(app, auth, query):
+    path = "/api/events" if "clientUuid" in query else "/api/clients"
+    response = app.test_client().get(f"{path}?{query}", headers=auth["viewer"])
+    assert response.status_code == 422
+
+
+@pytest.mark.parametrize("client_id", ["not-a-uuid", "00000000-0000-0000-0000-00000000000%00"])
+def test_a_path_that_is_not_a_client_uuid_is_a_404(app, auth, client_id):
+    client = app.test_client()
+    assert client.get(f"/api/clients/{client_id}", headers=auth["viewer"]).status_code == 404
+    assert client.post(f"/api/clients/{client_id}/clear_service_failed",
+                       headers=auth["operator"]).status_code == 404
