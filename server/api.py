@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import current_app
 from flask_smorest import Blueprint, abort
+from sqlalchemy import select
 
 from core.clock import utc_now
 from core.config import Settings
@@ -106,25 +107,26 @@ def clear_service_failed(client_uuid: str):
 
 @bp.route("/monitoring/overview")
 @require_role("viewer")
+@bp.arguments(schemas.OverviewArgs, location="query")
 @bp.response(200, schemas.OverviewSchema)
-def overview():
-    """Fleet counts by status, and each client's reconnect figures."""
+def overview(args):
+    """Fleet counts by status, and a page of each client's reconnect figures."""
     s = _settings()
-    now = utc_now()
-    counts = fleet_overview(db.session, now, s.heartbeat_stale_seconds,
+    counts = fleet_overview(db.session, utc_now(), s.heartbeat_stale_seconds,
                             s.heartbeat_down_seconds)
     rows = db.session.execute(
-        Client.__table__.select().with_only_columns(
-            Client.uuid, Client.hostname, Client.mqtt_reconnect_count,
-            Client.mqtt_last_disconnect_at)
+        select(Client.uuid, Client.hostname, Client.mqtt_reconnect_count,
+               Client.mqtt_last_disconnect_at)
         .order_by(Client.mqtt_reconnect_count.desc().nulls_last(), Client.uuid)
+        .offset((args["page"] - 1) * args["perPage"]).limit(args["perPage"])
     )
     figures = [
         {"uuid": r.uuid, "hostname": r.hostname, "mqttReconnectCount": r.mqtt_reconnect_count,
          "mqttLastDisconnectAt": iso(r.mqtt_last_disconnect_at)}
         for r in rows
     ]
-    return {"counts": counts, "clients": figures}
+    return {"counts": counts, "total": counts["total"], "page": args["page"],
+            "perPage": args["perPage"], "clients": figures}
 
 
 @bp.route("/events")

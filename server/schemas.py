@@ -85,9 +85,25 @@ class AcknowledgedSchema(Schema):
         metadata={"description": "whether the broker confirmed clearing the retained report"})
 
 
+class OverviewArgs(Schema):
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=1_000_000))
+    perPage = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
+
+
+class ReconnectFiguresSchema(Schema):
+    uuid = fields.String()
+    hostname = fields.String(allow_none=True)
+    mqttReconnectCount = fields.Integer(allow_none=True)
+    mqttLastDisconnectAt = fields.String(allow_none=True)
+
+
 class OverviewSchema(Schema):
     counts = fields.Dict(keys=fields.String(), values=fields.Integer())
-    clients = fields.List(fields.Dict())
+    total = fields.Integer()
+    page = fields.Integer()
+    perPage = fields.Integer()
+    clients = fields.List(fields.Nested(ReconnectFiguresSchema),
+                          metadata={"description": "reconnect figures, most reconnects first"})
 
 
 class EventSchema(Schema):

@@ -115,9 +115,15 @@ def test_crashed_clients_carry_their_reason(db, app, auth):
 def test_the_overview_counts_and_lists_reconnect_figures(db, app, auth):
     screen(db, 1, "hall", process_status="crashed",
            broker_connection={"reconnect_count": 9, "last_disconnect_at": "2026-11-24T10:00:00Z"})
-    body = app.test_client().get("/api/monitoring/overview", headers=auth["viewer"]).get_json()
-    assert body["counts"]["total"] == 1 and body["counts"]["processCrashed"] == 1
-    assert body["clients"][0]["mqttReconnectCount"] == 9
+    screen(db, 2, "gym", process_status="running",
+           broker_connection={"reconnect_count": 2, "last_disconnect_at": None})
+    client = app.test_client()
+    body = client.get("/api/monitoring/overview", headers=auth["viewer"]).get_json()
+    assert body["counts"]["total"] == 2 and body["counts"]["processCrashed"] == 1
+    assert [c["mqttReconnectCount"] for c in body["clients"]] == [9, 2]  # most first
+    body = client.get("/api/monitoring/overview?perPage=1&page=2", headers=auth["viewer"]
+                      ).get_json()
+    assert body["total"] == 2 and [c["hostname"] for c in body["clients"]] == ["gym"]
 
 
 def test_events_are_paged_newest_first(db, app, auth):
