@@ -240,16 +240,26 @@ def _cli_actor() -> str:
     return f"cli:{getpass.getuser()}"
 
 
+def _staff_change(settings: Settings, change: Callable) -> tuple[bool, object]:
+    """Run change(session) in one transaction; a refusal becomes one line on stderr."""
+    from core.staff import StaffError
+
+    try:
+        with _session(settings) as session, session.begin():
+            return True, change(session)
+    except StaffError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return False, None
+
+
 def cmd_user_add(settings: Settings, args: argparse.Namespace) -> int:
-    from core.staff import StaffError, add_user, generate_password
+    from core.staff import add_user, generate_password
 
     given = _read_password(args)
     password = given or generate_password()
-    try:
-        with _session(settings) as session, session.begin():
-            add_user(session, args.name, args.role, password, now=utc_now(), actor=_cli_actor())
-    except StaffError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    ok, _ = _staff_change(settings, lambda session: add_user(
+        session, args.name, args.role, password, now=utc_now(), actor=_cli_actor()))
+    if not ok:
         return 2
     print(f"user {args.name!r} can sign in with role {args.role}")
     if given is None:
@@ -273,14 +283,11 @@ def cmd_user_list(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_token_create(settings: Settings, args: argparse.Namespace) -> int:
-    from core.staff import StaffError, create_token
+    from core.staff import create_token
 
-    try:
-        with _session(settings) as session, session.begin():
-            token = create_token(session, args.name, args.role, now=utc_now(),
-                                 actor=_cli_actor())
-    except StaffError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    ok, token = _staff_change(settings, lambda session: create_token(
+        session, args.name, args.role, now=utc_now(), actor=_cli_actor()))
+    if not ok:
         return 2
     print(f"API token {args.name!r} with role {args.role}; send it as "
           "'Authorization: Bearer <token>'")
@@ -303,13 +310,11 @@ def cmd_token_list(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_token_revoke(settings: Settings, args: argparse.Namespace) -> int:
-    from core.staff import StaffError, revoke_token
+    from core.staff import revoke_token
 
-    try:
-        with _session(settings) as session, session.begin():
-            revoke_token(session, args.id, now=utc_now(), actor=_cli_actor())
-    except StaffError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    ok, _ = _staff_change(settings, lambda session: revoke_token(
+        session, args.id, now=utc_now(), actor=_cli_actor()))
+    if not ok:
         return 2
     print(f"revoked API token {args.id}")
     return 0
