@@ -66,6 +66,7 @@ class Settings(BaseModel):
     # Secure cookies need HTTPS; unset means: on in production, off in development.
     session_cookie_secure: bool | None = Field(None, alias="SESSION_COOKIE_SECURE")
     ratelimit_storage_uri: str = Field("memory://", alias="RATELIMIT_STORAGE_URI")
+    panel_refresh_seconds: float = Field(10.0, alias="PANEL_REFRESH_SECONDS", gt=0, le=15)
     server_workers: int = Field(2, alias="SERVER_WORKERS", ge=1, le=64)
 
     broker_dir: Path = Field(Path("var/mosquitto"), alias="BROKER_DIR")

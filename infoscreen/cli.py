@@ -285,11 +285,12 @@ def cmd_user_list(settings: Settings, _args: argparse.Namespace) -> int:
 def cmd_token_create(settings: Settings, args: argparse.Namespace) -> int:
     from core.staff import create_token
 
+    name = args.name or f"script-{args.role}"
     ok, token = _staff_change(settings, lambda session: create_token(
-        session, args.name, args.role, now=utc_now(), actor=_cli_actor()))
+        session, name, args.role, now=utc_now(), actor=_cli_actor()))
     if not ok:
         return 2
-    print(f"API token {args.name!r} with role {args.role}; send it as "
+    print(f"API token {name!r} with role {args.role}; send it as "
           "'Authorization: Bearer <token>'")
     print(f"token (shown once, store it now): {token}")
     return 0
@@ -445,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = tsub.add_parser("create", help="create an API token (printed once)",
                         description="Create an API token for scripts, sent as "
                         "'Authorization: Bearer <token>'. Only its hash is stored.")
-    t.add_argument("--name", required=True, help="what the token is for, e.g. zabbix")
+    t.add_argument("--name", help="what the token is for, e.g. zabbix (default: script-ROLE)")
     t.add_argument("--role", required=True, choices=roles)
     t.set_defaults(func=cmd_token_create)
     t = tsub.add_parser("list", help="list the API tokens")

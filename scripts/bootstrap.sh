@@ -49,6 +49,8 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(
 command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 if [ "$want_tests" -eq 1 ]; then
   "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+  # The browser tests drive Debian's Chromium through Playwright (no browser download).
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 fi
 [ "${#missing[@]}" -eq 0 ] || apt_install "${missing[@]}"
 

@@ -1,15 +1,105 @@
-"""The staff panels (pages). The fleet panels arrive with the staff web app."""
+"""The staff panels: fleet overview with the alert and crash panels, client detail, events.
+
+Pages are rendered on the server; the service-failed panel refreshes itself from the API
+(frontend/static/panels.js). Device-supplied text is only ever inserted as text: Jinja
+escapes it in templates, and the script uses textContent.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, render_template
+from flask import Blueprint, abort, current_app, render_template, request
+from sqlalchemy import select
 
+from core.clock import utc_now
+from core.contract import CLIENT_ID_RE
+from core.fleet import client_page, crashed_clients, event_page, fleet_overview
+from core.liveness import liveness
+from core.models import Client, ClientLog
+from core.staff import role_at_least
 from server.auth import current_principal, require_role
+from server.extensions import db
 
 bp = Blueprint("web", __name__)
+PER_PAGE = 50
+
+
+def _settings():
+    return current_app.config["INFOSCREEN_SETTINGS"]
+
+
+def _age(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s ago"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.1f} h ago"
+
+
+def _page_context(**extra):
+    principal = current_principal()
+    return {"principal": principal, "can_ack": role_at_least(principal.role, "operator"),
+            "refresh_ms": int(_settings().panel_refresh_seconds * 1000), **extra}
 
 
 @bp.get("/")
 @require_role("viewer", page=True)
 def home():
-    return render_template("home.html", principal=current_principal())
+    s = _settings()
+    now = utc_now()
+    status = request.args.get("status") or None
+    if status not in (None, "alive", "stale", "down"):
+        status = None
+    sort = request.args.get("sort", "hostname")
+    sort = sort if sort in ("hostname", "lastSeen", "reconnects", "uuid") else "hostname"
+    search = (request.args.get("search") or "").replace("\x00", "")[:100] or None
+    page = max(1, request.args.get("page", 1, type=int))
+    total, clients = client_page(db.session, now, s.heartbeat_stale_seconds,
+                                 s.heartbeat_down_seconds, status=status, search=search,
+                                 sort=sort, page=page, per_page=PER_PAGE)
+    rows = [
+        {"client": c, "status": liveness(c.last_seen_at, now, s.heartbeat_stale_seconds,
+                                         s.heartbeat_down_seconds),
+         "seen": _age((now - c.last_seen_at).total_seconds())}
+        for c in clients
+    ]
+    return render_template(
+        "home.html",
+        **_page_context(
+            counts=fleet_overview(db.session, now, s.heartbeat_stale_seconds,
+                                  s.heartbeat_down_seconds),
+            crashed=crashed_clients(db.session, now, s.heartbeat_stale_seconds),
+            rows=rows, total=total, page=page, pages=max(1, -(-total // PER_PAGE)),
+            filters={"status": status or "", "search": search or "", "sort": sort},
+        ),
+    )
+
+
+@bp.get("/clients/<string:client_uuid>")
+@require_role("viewer", page=True)
+def client_detail(client_uuid: str):
+    client = db.session.get(Client, client_uuid) if CLIENT_ID_RE.match(client_uuid) else None
+    if client is None:
+        abort(404)
+    s = _settings()
+    now = utc_now()
+    logs = db.session.scalars(select(ClientLog).where(ClientLog.client_uuid == client_uuid)
+                              .order_by(ClientLog.id.desc()).limit(50)).all()
+    _, events = event_page(db.session, client_uuid=client_uuid, per_page=50)
+    return render_template(
+        "client.html",
+        **_page_context(
+            client=client, logs=logs, events=events,
+            status=liveness(client.last_seen_at, now, s.heartbeat_stale_seconds,
+                            s.heartbeat_down_seconds),
+            seen=_age((now - client.last_seen_at).total_seconds()),
+        ),
+    )
+
+
+@bp.get("/events")
+@require_role("viewer", page=True)
+def events():
+    page = max(1, request.args.get("page", 1, type=int))
+    total, rows = event_page(db.session, page=page, per_page=PER_PAGE)
+    return render_template("events.html", **_page_context(
+        events=rows, page=page, pages=max(1, -(-total // PER_PAGE))))

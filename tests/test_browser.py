@@ -1,0 +1,131 @@
+"""The staff panels in a real browser: Debian's Chromium driven by Playwright.
+
+A real HTTP server serves the app; a listener stores what a device publishes through the
+real broker; the panel has to show it without a reload.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import uuid as uuidlib
+from pathlib import Path
+
+import pytest
+from werkzeug.serving import make_server
+
+from core.clock import utc_now
+from core.staff import add_user
+from server import create_app
+from tests.conftest import RunningListener, make_settings
+from tests.helpers import free_port
+
+playwright = pytest.importorskip("playwright.sync_api")
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Without the background-networking flags Chromium keeps trying to reach the internet.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+PASSWORD = "a long enough password"
+UNIT = "<img src=x onerror=alert(1)>"
+
+
+@pytest.fixture
+def site(db, broker):
+    settings = make_settings(broker, db.url, SECRET_KEY="k" * 40, PANEL_REFRESH_SECONDS=1)
+    with db.sessions() as session, session.begin():
+        add_user(session, "olga", "operator", PASSWORD, now=utc_now(), actor="test")
+        add_user(session, "victor", "viewer", PASSWORD, now=utc_now(), actor="test")
+    server = make_server("127.0.0.1", free_port(), create_app(settings), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    listener = RunningListener(settings, f"browser-{uuidlib.uuid4().hex[:6]}")
+    yield f"http://127.0.0.1:{server.server_port}", listener
+    listener.stop()
+    server.shutdown()
+
+
+@pytest.fixture
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is not installed: run scripts/bootstrap.sh --tests")
+    with playwright.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def sign_in(browser, base: str, username: str):
+    page = browser.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.goto(f"{base}/")
+    assert page.url.startswith(f"{base}/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/")
+    return page, dialogs
+
+
+def test_an_operator_sees_an_alert_arrive_acknowledges_it_and_it_stays_gone(
+    site, browser, broker, publish_as
+):
+    base, listener = site
+    device = broker.device_a.username
+    page, dialogs = sign_in(browser, base, "olga")
+    expect = playwright.expect
+    panel = page.locator("#service-failed")
+    expect(panel).to_be_hidden()
+
+    publish_as(broker.device_a).publish(
+        f"infoscreen/{device}/service_failed",
+        {"unit": UNIT, "failed_at": "2026-11-24T11:00:00Z", "exit_code": 1}, retain=True)
+    row = panel.locator(f'tr[data-uuid="{device}"]')
+    expect(row).to_be_visible(timeout=15_000)  # no reload: the panel refreshes itself
+    expect(row).to_contain_text(UNIT)  # device text shown as text, not markup
+    assert page.locator("#service-failed img").count() == 0 and dialogs == []
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "overview.png"), full_page=True)
+
+    row.locator("button.ack").click()
+    expect(row).to_have_count(0, timeout=10_000)
+    expect(panel).to_be_hidden()
+
+    listener.stop()
+    listener.start()  # the retained report was cleared: a restarted listener raises nothing
+    page.reload()
+    for _ in range(2):  # two refreshes of the panel, and still nothing to show
+        with page.expect_response(lambda r: r.url.endswith("/api/clients/service_failed")):
+            pass
+    expect(panel).to_be_hidden()
+
+    page.click(f'a[href="/clients/{device}"]')
+    expect(page.locator("h1")).to_be_visible()
+    expect(page.locator("body")).to_contain_text("service_failed_acknowledged")
+    page.screenshot(path=str(ARTIFACTS / "client-detail.png"), full_page=True)
+
+
+def test_a_viewer_gets_no_acknowledge_button_and_the_api_refuses_them(
+    site, browser, broker, publish_as
+):
+    base, _ = site
+    device = broker.device_b.username
+    publish_as(broker.device_b).publish(
+        f"infoscreen/{device}/service_failed",
+        {"unit": "player.service", "failed_at": "2026-11-24T11:00:00Z"}, retain=True)
+    page, _ = sign_in(browser, base, "victor")
+    row = page.locator(f'#service-failed tr[data-uuid="{device}"]')
+    playwright.expect(row).to_be_visible(timeout=15_000)
+    assert row.locator("button").count() == 0
+    status = page.evaluate(
+        """async (uuid) => (await fetch(`/api/clients/${uuid}/clear_service_failed`, {
+               method: "POST", credentials: "same-origin",
+               headers: {"X-CSRFToken": document.querySelector('meta[name="csrf-token"]').content}
+           })).status""",
+        device,
+    )
+    assert status == 403
