@@ -161,7 +161,7 @@ def test_the_sign_in_form_signs_in_and_goes_to_the_page_asked_for(app):
     response = client.post("/login", data={"username": "viewer", "password": PASSWORD,
                                            "next": "/", "csrf_token": token})
     assert response.status_code == 302 and response.headers["Location"] == "/"
-    assert b"Signed in as viewer" in client.get("/").data
+    assert b"viewer (viewer)" in client.get("/").data
 
 
 def test_the_sign_in_form_never_redirects_off_site(app):
