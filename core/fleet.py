@@ -18,6 +18,15 @@ def iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
+def age_text(seconds: float) -> str:
+    """'12 s ago', '5 min ago', '2.5 h ago': how long since a client was last seen."""
+    if seconds < 90:
+        return f"{seconds:.0f} s ago"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.1f} h ago"
+
+
 def client_summary(client: Client, now: datetime, stale_seconds: int, down_seconds: int
                    ) -> dict[str, Any]:
     """One client's state in the API's camelCase shape."""

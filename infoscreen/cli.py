@@ -88,16 +88,8 @@ def _session(settings: Settings):
     return make_session_factory(make_engine(settings.database_url))()
 
 
-def _age(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s ago"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min ago"
-    return f"{seconds / 3600:.1f} h ago"
-
-
 def cmd_clients(settings: Settings, args: argparse.Namespace) -> int:
-    from core.fleet import client_summary, list_clients
+    from core.fleet import age_text, client_summary, list_clients
 
     now = utc_now()
     with _session(settings) as session:
@@ -118,7 +110,7 @@ def cmd_clients(settings: Settings, args: argparse.Namespace) -> int:
             r["uuid"],
             r["hostname"] or "-",
             r["status"],
-            _age(r["lastSeenSecondsAgo"]),
+            age_text(r["lastSeenSecondsAgo"]),
             r["processStatus"] or "-",
             "-" if r["mqttReconnectCount"] is None else str(r["mqttReconnectCount"]),
             r["serviceFailed"]["unit"] if r["serviceFailedOpen"] else "-",

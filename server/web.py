@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from core.clock import utc_now
 from core.contract import CLIENT_ID_RE
-from core.fleet import client_page, crashed_clients, event_page, fleet_overview
+from core.fleet import age_text, client_page, crashed_clients, event_page, fleet_overview
 from core.liveness import liveness
 from core.models import Client, ClientLog
 from core.staff import role_at_least
@@ -25,14 +25,6 @@ PER_PAGE = 50
 
 def _settings():
     return current_app.config["INFOSCREEN_SETTINGS"]
-
-
-def _age(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s ago"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min ago"
-    return f"{seconds / 3600:.1f} h ago"
 
 
 def _page_context(**extra):
@@ -59,7 +51,7 @@ def home():
     rows = [
         {"client": c, "status": liveness(c.last_seen_at, now, s.heartbeat_stale_seconds,
                                          s.heartbeat_down_seconds),
-         "seen": _age((now - c.last_seen_at).total_seconds())}
+         "seen": age_text((now - c.last_seen_at).total_seconds())}
         for c in clients
     ]
     return render_template(
@@ -91,7 +83,7 @@ def client_detail(client_uuid: str):
             client=client, logs=logs, events=events,
             status=liveness(client.last_seen_at, now, s.heartbeat_stale_seconds,
                             s.heartbeat_down_seconds),
-            seen=_age((now - client.last_seen_at).total_seconds()),
+            seen=age_text((now - client.last_seen_at).total_seconds()),
         ),
     )
 
