@@ -18,10 +18,9 @@ from core import migrate
 from core.db import normalise_url
 from core.models import Base
 from tests.brokers import TestBroker
-from tests.helpers import free_port, wait_until
+from tests.helpers import free_port, postgres_admin_url, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_POSTGRES = "postgresql+psycopg:///postgres?host=/var/run/postgresql"
 
 
 def start_broker() -> TestBroker:
@@ -43,8 +42,8 @@ class Database:
             url = f"sqlite:///{tempfile.mkdtemp(prefix='bench-db-')}/bench.db"
             migrate.upgrade(url)
             return cls(url)
-        admin = create_engine(normalise_url(admin_url or os.environ.get(
-            "TEST_POSTGRES_URL", DEFAULT_POSTGRES)), isolation_level="AUTOCOMMIT")
+        admin = create_engine(normalise_url(admin_url) if admin_url else postgres_admin_url(),
+                              isolation_level="AUTOCOMMIT")
         name = f"infoscreen_bench_{uuid.uuid4().hex[:8]}"
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))

@@ -75,20 +75,6 @@ _TOPIC_KINDS = {
 }
 
 
-def subscription_topics(prefix: str) -> list[str]:
-    """Every client-to-server topic filter of the contract."""
-    return [
-        f"{prefix}/+/discovery",
-        f"{prefix}/+/heartbeat",
-        f"{prefix}/+/health",
-        f"{prefix}/+/service_failed",
-        f"{prefix}/+/commands/ack",
-        f"{prefix}/+/command/ack",
-        f"{prefix}/+/logs/+",
-        f"{prefix}/+/status",
-    ]
-
-
 def device_topic(prefix: str, client_uuid: str, suffix: str) -> str:
     return f"{prefix}/{client_uuid}/{suffix}"
 
@@ -104,6 +90,11 @@ DEVICE_PUBLISH_SUFFIXES = (
     "logs/+",
     "status",
 )
+
+
+def subscription_topics(prefix: str) -> list[str]:
+    """Every client-to-server topic filter of the contract."""
+    return [f"{prefix}/+/{suffix}" for suffix in DEVICE_PUBLISH_SUFFIXES]
 
 
 def _utc(value: datetime) -> datetime:

@@ -72,6 +72,14 @@ class FleetError(LookupError):
     """The request names something that is not there; the message says what."""
 
 
+class UnknownClient(FleetError):
+    pass
+
+
+class NoOpenAlert(FleetError):
+    pass
+
+
 def _status_clause(status: str, now: datetime, stale_seconds: int, down_seconds: int) -> Any:
     stale_before = now - timedelta(seconds=stale_seconds)
     down_before = now - timedelta(seconds=down_seconds)
@@ -192,9 +200,9 @@ def acknowledge_service_failed(session: Session, client_uuid: str, *, actor: str
     """
     client = session.get(Client, client_uuid, with_for_update=True)
     if client is None:
-        raise FleetError(f"no client {client_uuid}")
+        raise UnknownClient(f"no client {client_uuid}")
     if not client.service_failed_open:
-        raise FleetError(f"client {client_uuid} has no open service-failed alert")
+        raise NoOpenAlert(f"client {client_uuid} has no open service-failed alert")
     client.service_failed_acknowledged_at = now
     client.service_failed_acknowledged_by = actor
     unit = client.service_failed_unit

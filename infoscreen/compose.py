@@ -7,7 +7,7 @@ import os
 import secrets
 from pathlib import Path
 
-from infoscreen.dev import write_private
+from core.files import write_private
 from mosquitto.accounts import AccountStore, generate_password
 from mosquitto.config import BrokerConfig, Listener, write_config
 

@@ -8,7 +8,6 @@ generated settings go to var/dev.env and are reused on the next run.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import secrets
 import shlex
@@ -24,10 +23,12 @@ from core import migrate
 from core.clock import utc_now
 from core.config import Settings
 from core.db import describe_url, make_engine, make_session_factory
+from core.files import write_private
 from core.staff import add_user
 from core.staff import generate_password as staff_password
 from mosquitto.accounts import AccountStore, generate_password
 from mosquitto.config import BrokerConfig, Listener, write_config
+from simulator.cli import read_credentials, write_credentials
 
 VAR = Path("var")
 DEV_ENV = VAR / "dev.env"
@@ -98,21 +99,12 @@ def dev_values(settings: Settings, args: argparse.Namespace, previous: dict[str,
     }
 
 
-def simulator_devices(count: int) -> list[dict[str, str]]:
+def simulator_devices(count: int) -> list[tuple[str, str]]:
     """The simulated screens' logins, kept across runs so the fleet stays the same."""
-    devices: list[dict[str, str]] = []
-    if SIM_CREDENTIALS.exists():
-        devices = json.loads(SIM_CREDENTIALS.read_text(encoding="utf-8"))
-    while len(devices) < count:
-        devices.append({"uuid": str(uuid.uuid4()), "password": generate_password()})
+    devices = read_credentials(SIM_CREDENTIALS) if SIM_CREDENTIALS.exists() else []
+    devices += [(str(uuid.uuid4()), generate_password()) for _ in range(count - len(devices))]
+    write_credentials(SIM_CREDENTIALS, devices)
     return devices[:count] if count else devices
-
-
-def write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
 
 
 def write_dev_env(values: dict[str, str]) -> None:
@@ -125,7 +117,7 @@ def write_dev_env(values: dict[str, str]) -> None:
     write_private(DEV_ENV, "\n".join(lines) + "\n")
 
 
-def provision_broker(values: dict[str, str], devices: list[dict[str, str]]) -> BrokerConfig:
+def provision_broker(values: dict[str, str], devices: list[tuple[str, str]]) -> BrokerConfig:
     broker_dir = Path(values["BROKER_DIR"])
     # Accounts added by hand (`infoscreen device add`) are kept; ours are (re)written.
     store = AccountStore(broker_dir, values["MQTT_TOPIC_PREFIX"])
@@ -136,7 +128,7 @@ def provision_broker(values: dict[str, str], devices: list[dict[str, str]]) -> B
             (values["SIMULATOR_USER"], "simulator", values["SIMULATOR_PASSWORD"]),
             (values["DEVICE_UUID"], "device", values["DEVICE_PASSWORD"]),
         ]
-        + [(d["uuid"], "device", d["password"]) for d in devices]
+        + [(device, "device", password) for device, password in devices]
     )
     config = BrokerConfig(
         broker_dir,
@@ -186,7 +178,6 @@ def run_dev(settings: Settings, args: argparse.Namespace) -> int:
     values = dev_values(settings, args, previous)
     clients = 0 if args.no_simulator else args.clients
     devices = simulator_devices(clients)
-    write_private(SIM_CREDENTIALS, json.dumps(devices, indent=1) + "\n")
     config = provision_broker(values, devices)
     write_dev_env(values)
     migrate.upgrade(values["DATABASE_URL"])

@@ -49,7 +49,6 @@ class Listener:
         self.clock = clock
         self.exit_code = 0
         self.topics = subscription_topics(settings.mqtt_topic_prefix)
-        self.connected = threading.Event()
         self.subscribed = threading.Event()
         self.stopping = threading.Event()
         client_id = client_id or settings.listener_client_id or default_client_id("listener")
@@ -70,7 +69,6 @@ class Listener:
         if reason_code.is_failure:
             log.error("broker refused the connection: %s; retrying", reason_code)
             return
-        self.connected.set()
         # Subscribing here means a reconnect subscribes again.
         client.subscribe([(f, SubscribeOptions(qos=1)) for f in self.subscription_filters()])
         log.info(
@@ -90,7 +88,6 @@ class Listener:
 
     def on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason_code: Any,
                       _properties: Any) -> None:
-        self.connected.clear()
         self.subscribed.clear()
         if not self.stopping.is_set():
             log.warning("disconnected from the broker (%s); reconnecting", reason_code)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.contract import CLIENT_ID_RE, DEVICE_PUBLISH_SUFFIXES
+from core.files import write_private
 
 ROLES = ("server", "device", "monitor", "simulator")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -132,19 +133,11 @@ class AccountStore:
             "version": 1,
             "accounts": {a.username: {"role": a.role, "hash": a.password_hash} for a in ordered},
         }
-        _write_private(self.registry, json.dumps(registry, indent=1) + "\n")
-        _write_private(
+        write_private(self.registry, json.dumps(registry, indent=1) + "\n")
+        write_private(
             self.password_file, "".join(f"{a.username}:{a.password_hash}\n" for a in ordered)
         )
-        _write_private(self.acl_file, render_acl(ordered, self.prefix))
-
-
-def _write_private(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+        write_private(self.acl_file, render_acl(ordered, self.prefix))
 
 
 def render_acl(accounts, prefix: str) -> str:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from flask import current_app
 from flask_smorest import Blueprint, abort
 from sqlalchemy import select
 
 from core.clock import utc_now
-from core.config import Settings
 from core.contract import CLIENT_ID_RE
 from core.fleet import (
     FleetError,
+    UnknownClient,
     acknowledge_service_failed,
     client_page,
     client_summary,
@@ -23,14 +22,10 @@ from core.fleet import (
 from core.models import Client
 from server import schemas
 from server.auth import current_principal, require_role
-from server.extensions import db
+from server.extensions import current_settings, db
 from server.retained import clear_retained_service_failed
 
 bp = Blueprint("api", __name__, url_prefix="/api", description="Fleet state and alerts")
-
-
-def _settings() -> Settings:
-    return current_app.config["INFOSCREEN_SETTINGS"]
 
 
 def _known_client_id(client_uuid: str) -> str:
@@ -40,7 +35,7 @@ def _known_client_id(client_uuid: str) -> str:
 
 
 def _summary(client: Client) -> dict:
-    s = _settings()
+    s = current_settings()
     return client_summary(client, utc_now(), s.heartbeat_stale_seconds, s.heartbeat_down_seconds)
 
 
@@ -50,7 +45,7 @@ def _summary(client: Client) -> dict:
 @bp.response(200, schemas.ClientPageSchema)
 def clients(args):
     """Clients, filtered by status or a search on hostname, uuid and ip, one page."""
-    s = _settings()
+    s = current_settings()
     total, rows = client_page(
         db.session, utc_now(), s.heartbeat_stale_seconds, s.heartbeat_down_seconds,
         status=args.get("status"), search=args.get("search"), sort=args["sort"],
@@ -65,7 +60,7 @@ def clients(args):
 @bp.response(200, schemas.CrashedListSchema)
 def crashed():
     """Clients whose player crashed (`process_crashed`) or whose heartbeat is stale."""
-    rows = crashed_clients(db.session, utc_now(), _settings().heartbeat_stale_seconds)
+    rows = crashed_clients(db.session, utc_now(), current_settings().heartbeat_stale_seconds)
     return {"items": [{**_summary(c), "reason": reason} for c, reason in rows]}
 
 
@@ -99,9 +94,9 @@ def clear_service_failed(client_uuid: str):
                                             actor=current_principal().name, now=utc_now())
     except FleetError as exc:
         db.session.rollback()
-        abort(404 if "no client" in str(exc) else 409, message=str(exc))
+        abort(404 if isinstance(exc, UnknownClient) else 409, message=str(exc))
     db.session.commit()
-    cleared = clear_retained_service_failed(_settings(), client_uuid)
+    cleared = clear_retained_service_failed(current_settings(), client_uuid)
     return {"client": _summary(client), "retainedCleared": cleared}
 
 
@@ -111,7 +106,7 @@ def clear_service_failed(client_uuid: str):
 @bp.response(200, schemas.OverviewSchema)
 def overview(args):
     """Fleet counts by status, and a page of each client's reconnect figures."""
-    s = _settings()
+    s = current_settings()
     counts = fleet_overview(db.session, utc_now(), s.heartbeat_stale_seconds,
                             s.heartbeat_down_seconds)
     rows = db.session.execute(

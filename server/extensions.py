@@ -1,5 +1,6 @@
 """Extensions, created unbound and attached in the application factory."""
 
+from flask import current_app
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
@@ -7,6 +8,7 @@ from flask_smorest import Api
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
 
+from core.config import Settings
 from core.models import Base
 
 # The models live in core (plain SQLAlchemy, shared with the listener and the scheduler);
@@ -18,3 +20,8 @@ csrf = CSRFProtect()
 # workers unless RATELIMIT_STORAGE_URI points at a shared store (e.g. redis://).
 limiter = Limiter(key_func=get_remote_address, storage_uri="memory://")
 openapi = Api()  # flask-smorest: request validation and /api/openapi.json
+
+
+def current_settings() -> Settings:
+    """The settings the application factory was given."""
+    return current_app.config["INFOSCREEN_SETTINGS"]

@@ -7,7 +7,7 @@ escapes it in templates, and the script uses textContent.
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, render_template, request
+from flask import Blueprint, abort, render_template, request
 from sqlalchemy import select
 
 from core.clock import utc_now
@@ -16,35 +16,35 @@ from core.fleet import age_text, client_page, crashed_clients, event_page, fleet
 from core.liveness import liveness
 from core.models import Client, ClientLog
 from core.staff import role_at_least
+from server import schemas
 from server.auth import current_principal, require_role
-from server.extensions import db
+from server.extensions import current_settings, db
 
 bp = Blueprint("web", __name__)
 PER_PAGE = 50
 
 
-def _settings():
-    return current_app.config["INFOSCREEN_SETTINGS"]
-
-
 def _page_context(**extra):
     principal = current_principal()
     return {"principal": principal, "can_ack": role_at_least(principal.role, "operator"),
-            "refresh_ms": int(_settings().panel_refresh_seconds * 1000), **extra}
+            "refresh_ms": int(current_settings().panel_refresh_seconds * 1000), **extra}
+
+
+def _fleet_filters() -> dict:
+    """The fleet page's filters, checked by the API's schema; an invalid one is ignored."""
+    schema = schemas.ClientListArgs(only=("status", "search", "sort", "page"))
+    given = {k: v for k, v in request.args.items() if k in schema.fields and v}
+    errors = schema.validate(given)
+    return schema.load({k: v for k, v in given.items() if k not in errors})
 
 
 @bp.get("/")
 @require_role("viewer", page=True)
 def home():
-    s = _settings()
+    s = current_settings()
     now = utc_now()
-    status = request.args.get("status") or None
-    if status not in (None, "alive", "stale", "down"):
-        status = None
-    sort = request.args.get("sort", "hostname")
-    sort = sort if sort in ("hostname", "lastSeen", "reconnects", "uuid") else "hostname"
-    search = (request.args.get("search") or "").replace("\x00", "")[:100] or None
-    page = max(1, request.args.get("page", 1, type=int))
+    args = _fleet_filters()
+    status, search, sort, page = args.get("status"), args.get("search"), args["sort"], args["page"]
     total, clients = client_page(db.session, now, s.heartbeat_stale_seconds,
                                  s.heartbeat_down_seconds, status=status, search=search,
                                  sort=sort, page=page, per_page=PER_PAGE)
@@ -72,7 +72,7 @@ def client_detail(client_uuid: str):
     client = db.session.get(Client, client_uuid) if CLIENT_ID_RE.match(client_uuid) else None
     if client is None:
         abort(404)
-    s = _settings()
+    s = current_settings()
     now = utc_now()
     logs = db.session.scalars(select(ClientLog).where(ClientLog.client_uuid == client_uuid)
                               .order_by(ClientLog.id.desc()).limit(50)).all()

@@ -23,6 +23,7 @@ from typing import Any
 
 from core.config import Settings
 from core.contract import CLIENT_ID_RE
+from core.files import write_private
 from mosquitto.accounts import AccountStore, generate_password, reload_broker
 from simulator.device import DeviceOptions
 from simulator.fleet import run_fleet
@@ -283,14 +284,9 @@ def provision(settings: Settings, path: Path, count: int) -> list[tuple[str, str
 
 
 def write_credentials(path: Path, devices: list[tuple[str, str]]) -> None:
-    """Atomically, owner-only: the file holds passwords."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps([{"uuid": u, "password": p} for u, p in devices], indent=1) + "\n"
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    """Owner-only: the file holds passwords."""
+    entries = [{"uuid": u, "password": p} for u, p in devices]
+    write_private(path, json.dumps(entries, indent=1) + "\n")
 
 
 # Load mode --------------------------------------------------------------------------------

@@ -23,13 +23,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core import migrate
 from core.config import Settings
-from core.db import make_engine, make_session_factory, normalise_url
+from core.db import make_engine, make_session_factory
 from core.models import Base
 from listener.service import build_listener
 from tests.brokers import Login, TestBroker
-from tests.helpers import wait_until
-
-DEFAULT_POSTGRES = "postgresql+psycopg:///postgres?host=/var/run/postgresql"
+from tests.helpers import postgres_admin_url, wait_until
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -60,10 +58,6 @@ class TestDatabase:
         with self.engine.begin() as conn:
             for table in reversed(Base.metadata.sorted_tables):
                 conn.execute(table.delete())
-
-
-def postgres_admin_url() -> str:
-    return normalise_url(os.environ.get("TEST_POSTGRES_URL", DEFAULT_POSTGRES))
 
 
 @pytest.fixture(scope="session")

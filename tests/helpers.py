@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
 T = TypeVar("T")
+
+DEFAULT_POSTGRES = "postgresql+psycopg:///postgres?host=/var/run/postgresql"
+
+
+def postgres_admin_url() -> str:
+    """Where tests and benchmarks create their databases: TEST_POSTGRES_URL, or the local
+    server over its socket as the current user."""
+    from core.db import normalise_url
+
+    return normalise_url(os.environ.get("TEST_POSTGRES_URL", DEFAULT_POSTGRES))
 
 
 def wait_until(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.02,
