@@ -12,6 +12,7 @@ import hmac
 import re
 import secrets
 from datetime import datetime
+from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -24,8 +25,13 @@ USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 MIN_PASSWORD_LENGTH = 12
 TOKEN_PREFIX = "ist"  # noqa: S105 - a marker, not a secret
 _hasher = PasswordHasher()
-# Verifying against this keeps a failed sign-in for an unknown user as slow as for a known one.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+@cache
+def _dummy_hash() -> str:
+    # Verifying against this keeps a failed sign-in for an unknown user as slow as for a known
+    # one. Made on first use: an argon2 hash costs time and memory every importer would pay.
+    return _hasher.hash(secrets.token_urlsafe(16))
 
 
 class StaffError(ValueError):
@@ -75,7 +81,7 @@ def authenticate(session: Session, username: str, password: str, *, now: datetim
     """The user, if the password is right and the account enabled; else None."""
     user = session.scalar(select(User).where(User.username == username))
     try:
-        _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
+        _hasher.verify(user.password_hash if user else _dummy_hash(), password)
     except (VerificationError, InvalidHashError):
         return None
     if user is None or user.disabled_at is not None:
