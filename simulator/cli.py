@@ -26,7 +26,7 @@ from core.contract import CLIENT_ID_RE
 from core.files import write_private
 from mosquitto.accounts import AccountStore, generate_password, reload_broker
 from simulator.device import DeviceOptions
-from simulator.fleet import run_fleet
+from simulator.fleet import run_fleet_processes
 from simulator.loadgen import LoadError, client_ids, run_load
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "device fleet (default mode)",
         "Each simulated device logs in with its own device account (username = its uuid), "
         "sends discovery, heartbeats, health, presence and occasional crashes and "
-        "service_failed alerts, and acknowledges commands.",
+        "service_failed alerts, and answers commands like a deployed screen: accepted at "
+        "once, execution_started, then completed or failed. restart_app takes 1-3 s; "
+        "reboot_host drops the connection, comes back 10-90 s later and then reports "
+        "completed; shutdown_host reports completed and stays offline for the rest of the run. "
+        "A command past its expires_at is dropped without an ack.",
     )
     fleet.add_argument(
         "--clients",
@@ -126,6 +130,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="P",
         help="probability per health interval that a device reports a retained "
         "service_failed (default: %(default)s)",
+    )
+    fleet.add_argument(
+        "--speed",
+        type=_positive_float,
+        default=1.0,
+        metavar="FACTOR",
+        help="divide the durations of commands (execution, restart, reboot downtime) by "
+        "FACTOR: with 1000, restart_app completes within a few milliseconds and a reboot is "
+        "away for 10-90 ms. The heartbeat and health intervals keep their own settings "
+        "(default: %(default)s)",
+    )
+    fleet.add_argument(
+        "--command-failure-rate",
+        type=_probability,
+        default=0.0,
+        metavar="P",
+        help="probability that a command ends in failed (error_code simulated_failure) "
+        "after execution_started, instead of running (default: %(default)s)",
+    )
+    fleet.add_argument(
+        "--processes",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="split the devices over N worker processes, to use more than one CPU core "
+        "(one process runs all its devices on one thread: a thousand fit). SIGTERM or Ctrl-C "
+        "stops them all, and each says offline for its devices (default: %(default)s)",
     )
     fleet.add_argument(
         "--seed",
@@ -219,11 +250,13 @@ def _run_fleet(settings: Settings, args: argparse.Namespace, stop: threading.Eve
             crash_rate=args.crash_rate,
             service_failed_rate=args.service_failed_rate,
             seed=args.seed,
+            speed=args.speed,
+            command_failure_rate=args.command_failure_rate,
         )
     except (CredentialsError, ValueError) as exc:
         return _fail(str(exc), EXIT_USAGE)
-    run_fleet(settings, devices, options, stop)
-    return 0
+    completed = run_fleet_processes(settings, devices, options, stop, processes=args.processes)
+    return 0 if completed else EXIT_FAILED
 
 
 def read_credentials(path: Path) -> list[tuple[str, str]]:

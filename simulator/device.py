@@ -3,7 +3,14 @@
 The payload builders take plain values and return the JSON object a deployed client sends, so
 tests validate them against `core.contract` without a broker. `SimulatedDevice` owns one paho
 client logged in as the device (username = uuid) and reacts to the broker in guarded callbacks;
-its periodic work (`send_heartbeat`, `health_tick`) is driven by the fleet's single scheduler.
+its periodic work (`send_heartbeat`, `health_tick`) is driven by the fleet's scheduler.
+
+Commands are answered as a deployed client answers them: `accepted` at once, then
+`execution_started`, then `completed` or `failed`. `parse_command` and `plan_command` are pure;
+the later steps of a command are handed to the fleet's scheduler (`Timers.call_later`), so a
+callback never waits and tests run each step without sleeping. `reboot_host` drops the
+connection (the broker publishes the will), comes back through the fleet's `Link`, and reports
+`completed` after the reconnect; `shutdown_host` stays down for the rest of the run.
 """
 
 from __future__ import annotations
@@ -11,12 +18,17 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import random
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ParamSpec, Protocol
+
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 
 from core.clock import Clock, as_utc, utc_now
 from core.contract import CLIENT_ID_RE, device_topic
@@ -28,6 +40,44 @@ SOFTWARE_VERSION = "2025.1.0-sim"
 SUPPORTED_ACTIONS = ("reboot_host", "shutdown_host", "restart_app")
 ACK_SUFFIXES = ("commands/ack", "command/ack")  # deployed clients ack on both; so do we
 HARDWARE = {"model": "Raspberry Pi 4 Model B Rev 1.4", "memory_mb": 4096, "simulated": True}
+
+# The command payload of contract v1: exactly these keys, validated strictly.
+COMMAND_SCHEMA_VERSION = "1.0"
+COMMAND_KEYS = (
+    "schema_version",
+    "command_id",
+    "client_uuid",
+    "action",
+    "issued_at",
+    "expires_at",
+    "requested_by",
+    "reason",
+)
+# error_code of a `failed` ack
+INVALID_COMMAND = "invalid_command"  # keys missing or unknown, or a value of the wrong type
+UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
+WRONG_CLIENT = "wrong_client"  # client_uuid names another device
+UNSUPPORTED_ACTION = "unsupported_action"
+SIMULATED_FAILURE = "simulated_failure"  # DeviceOptions.command_failure_rate
+
+# How long the steps of a command take, in seconds at speed 1 (DeviceOptions.speed divides them).
+START_SECONDS = (0.05, 0.25)  # accepted -> execution_started
+RESTART_APP_SECONDS = (1.0, 3.0)  # execution_started -> completed: the player runs again
+POWER_DOWN_SECONDS = (0.5, 1.5)  # execution_started -> the host drops its connection
+REBOOT_OFFLINE_SECONDS = (10.0, 90.0)  # away; `completed` follows the reconnect
+FAILURE_SECONDS = (0.5, 2.0)  # execution_started -> failed
+HANDLED_COMMANDS_KEPT = 1000  # command ids remembered to spot a redelivery
+# A host going down first lets its agent hand what it sent to the broker (else paho would send
+# it again after the reboot, which a rebooted host cannot): at most this many short waits.
+DRAIN_POLL_SECONDS = 0.01
+DRAIN_POLLS = 100
+
+# Power states of the host.
+POWER_ON = "on"
+REBOOTING = "rebooting"
+SHUT_DOWN = "shut_down"  # stays off for the rest of the run
+# MQTT 5 DISCONNECT 0x04: the broker publishes the will, as when a host drops off the network.
+DISCONNECT_WITH_WILL = ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message")
 
 
 def iso_utc(value: datetime) -> str:
@@ -124,28 +174,100 @@ def ack_payload(
     return payload
 
 
-def command_acks(command: Any) -> tuple[str, list[dict[str, Any]]] | None:
-    """The acks a device answers a command with, or None when it cannot be acked at all.
+@dataclass(frozen=True)
+class Command:
+    """A command as the server sends it: contract v1, exactly the eight keys."""
 
-    A command without a valid `command_id` cannot be answered (the server could not match the
-    ack); an unsupported action is refused with `failed`, like the deployed clients do.
-    """
-    if not isinstance(command, dict):
+    command_id: str
+    action: str
+    issued_at: datetime
+    expires_at: datetime
+    requested_by: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A command the device answers with `failed` without running it."""
+
+    command_id: str
+    error_code: str
+    error_message: str
+
+    def ack(self) -> dict[str, Any]:
+        return ack_payload(
+            self.command_id,
+            "failed",
+            error_code=self.error_code,
+            error_message=self.error_message,
+        )
+
+
+def _time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
         return None
-    command_id = command.get("command_id")
+    try:
+        return as_utc(datetime.fromisoformat(value))
+    except ValueError:
+        return None
+
+
+def parse_command(payload: bytes, client_uuid: str) -> Command | Refusal | None:
+    """Read a command strictly, as the deployed clients do.
+
+    None: it cannot be answered at all (not a JSON object, or no valid `command_id`, so the
+    server could not match an ack), and is ignored. A `Refusal` is answered with `failed` and
+    a named error_code: keys missing or unknown, another schema version, another client's
+    uuid, an unsupported action, a value of the wrong type.
+    """
+    try:
+        body = json.loads(payload)
+    except (TypeError, ValueError):  # not JSON, or not UTF-8
+        return None
+    if not isinstance(body, dict):
+        return None
+    command_id = body.get("command_id")
     if not isinstance(command_id, str) or not CLIENT_ID_RE.match(command_id):
         return None
-    action = command.get("action")
-    if action not in SUPPORTED_ACTIONS:
-        refused = ack_payload(
+    missing = [key for key in COMMAND_KEYS if key not in body]
+    unknown = sorted(key for key in body if key not in COMMAND_KEYS)
+    if missing or unknown:
+        problems = []
+        if missing:
+            problems.append("missing " + ", ".join(missing))
+        if unknown:
+            problems.append("unknown " + ", ".join(repr(key[:64]) for key in unknown[:5]))
+        return Refusal(command_id, INVALID_COMMAND, "command keys: " + "; ".join(problems))
+    if body["schema_version"] != COMMAND_SCHEMA_VERSION:
+        return Refusal(
             command_id,
-            "failed",
-            error_code="unsupported_action",
-            error_message=f"unsupported action {str(action)[:64]!r}",
+            UNSUPPORTED_SCHEMA_VERSION,
+            f"schema_version {str(body['schema_version'])[:16]!r} is not "
+            f"{COMMAND_SCHEMA_VERSION!r}",
         )
-        return command_id, [refused]
-    steps = ("accepted", "execution_started", "completed")
-    return command_id, [ack_payload(command_id, status) for status in steps]
+    target = body["client_uuid"]
+    if not isinstance(target, str) or target.lower() != client_uuid.lower():
+        return Refusal(
+            command_id, WRONG_CLIENT, f"command is for client {str(target)[:64]!r}, not for me"
+        )
+    action = body["action"]
+    if action not in SUPPORTED_ACTIONS:
+        return Refusal(command_id, UNSUPPORTED_ACTION, f"unsupported action {str(action)[:64]!r}")
+    issued_at, expires_at = _time(body["issued_at"]), _time(body["expires_at"])
+    if issued_at is None or expires_at is None:
+        return Refusal(command_id, INVALID_COMMAND, "issued_at and expires_at are ISO 8601 times")
+    requested_by, reason = body["requested_by"], body["reason"]
+    if not isinstance(requested_by, str) or not isinstance(reason, str):
+        return Refusal(command_id, INVALID_COMMAND, "requested_by and reason are strings")
+    return Command(command_id, action, issued_at, expires_at, requested_by, reason)
+
+
+def delivered(info: Any) -> bool:
+    """Whether paho has the broker's PUBACK for a message (its MQTTMessageInfo)."""
+    try:
+        return bool(info.is_published())
+    except (RuntimeError, ValueError):  # not sent: no connection, or paho's queue is full
+        return False
 
 
 def encode(payload: dict[str, Any]) -> bytes:
@@ -167,16 +289,68 @@ class DeviceOptions:
     software_version: str = SOFTWARE_VERSION
     group_id: str | None = None
     seed: int | None = None
+    # Command durations (execution, restart, reboot downtime) are divided by this; the
+    # heartbeat, health and discovery intervals are not.
+    speed: float = 1.0
+    command_failure_rate: float = 0.0  # probability that a command ends in `failed`
 
     def __post_init__(self) -> None:
         if min(self.heartbeat_interval, self.health_interval, self.discovery_interval) <= 0:
             raise ValueError("heartbeat, health and discovery intervals must be positive")
-        for name in ("crash_rate", "service_failed_rate"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} is a probability between 0 and 1")
+        for name in ("crash_rate", "service_failed_rate", "command_failure_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} is a probability between 0 and 1, got {value!r}")
+        if not (math.isfinite(self.speed) and self.speed > 0):
+            raise ValueError(
+                "speed must be a finite number greater than 0 (command durations are divided "
+                f"by it), got {self.speed!r}"
+            )
         low, high = self.crash_intervals
         if not 1 <= low <= high:
             raise ValueError("crash_intervals is (fewest, most) health intervals, at least 1")
+
+
+@dataclass(frozen=True)
+class CommandPlan:
+    """When the steps of one command happen, in seconds already divided by the speed."""
+
+    start_after: float  # accepted -> execution_started
+    finish_after: float  # execution_started -> the outcome (reboot_host: -> the host goes down)
+    offline_for: float  # reboot_host: the host is away this long, then reconnects and completes
+    fails: bool  # ends in `failed` (simulated_failure) instead of running the action
+
+
+def plan_command(action: str, options: DeviceOptions, rng: random.Random) -> CommandPlan:
+    """Draw the durations and the outcome of one command."""
+
+    def seconds(bounds: tuple[float, float]) -> float:
+        return rng.uniform(*bounds) / options.speed
+
+    fails = rng.random() < options.command_failure_rate
+    start_after = seconds(START_SECONDS)
+    if fails:
+        return CommandPlan(start_after, seconds(FAILURE_SECONDS), 0.0, fails=True)
+    if action == "restart_app":
+        return CommandPlan(start_after, seconds(RESTART_APP_SECONDS), 0.0, fails=False)
+    offline_for = seconds(REBOOT_OFFLINE_SECONDS) if action == "reboot_host" else 0.0
+    return CommandPlan(start_after, seconds(POWER_DOWN_SECONDS), offline_for, fails=False)
+
+
+class Timers(Protocol):
+    """Runs a task later, on the fleet's thread, after the callback that asked has returned."""
+
+    def call_later(self, delay: float, task: Callable[[], None]) -> None: ...
+
+
+class Link(Protocol):
+    """A device's connection to the broker, kept by the fleet."""
+
+    def connect(self) -> None:
+        """Connect, and connect again whenever the connection is lost."""
+
+    def disconnect(self, reasoncode: Any = None) -> None:
+        """Disconnect on purpose: no reconnect until `connect`."""
 
 
 class MqttClient(Protocol):
@@ -198,11 +372,7 @@ class MqttClient(Protocol):
 
     def is_connected(self) -> bool: ...
 
-    def disconnect(self) -> Any: ...
-
-    def loop_start(self) -> Any: ...
-
-    def loop_stop(self) -> Any: ...
+    def disconnect(self, reasoncode: Any = ...) -> Any: ...
 
 
 P = ParamSpec("P")
@@ -222,7 +392,7 @@ def guarded(callback: Callable[P, None]) -> Callable[P, None]:
 
 
 class SimulatedDevice:
-    """One infoscreen: its own broker login, presence, telemetry and command acks."""
+    """One infoscreen: its own broker login, presence, telemetry and command handling."""
 
     def __init__(
         self,
@@ -232,6 +402,7 @@ class SimulatedDevice:
         index: int,
         prefix: str,
         options: DeviceOptions,
+        timers: Timers,
         clock: Clock = utc_now,
         rng: random.Random | None = None,
         first_session: int = 1,
@@ -241,21 +412,33 @@ class SimulatedDevice:
         self.index = index
         self.prefix = prefix
         self.options = options
+        self.timers = timers
         self.clock = clock
         # Seeded per device: the same seed replays the same crashes whatever the fleet size;
-        # no seed, no replay.
+        # no seed, no replay. Commands draw from their own generator, so that they do not
+        # shift the crashes.
         seed = None if options.seed is None else f"{options.seed}:{client_uuid}"
         self.rng = rng or random.Random(seed)
-        # Callbacks run on paho's thread, the periodic work on the fleet's scheduler thread.
+        self.command_rng = random.Random(None if seed is None else f"{seed}:commands")
+        # The fleet runs callbacks, periodic work and command steps on one thread; the lock
+        # keeps a device correct under paho's own network thread too.
         self._lock = threading.Lock()
         self.session = first_session - 1  # incremented by every successful connect
         self.connect_count = 0
         self.reconnect_count = 0
         self.last_disconnect_at: datetime | None = None
+        self._online = False  # between a successful CONNACK and the end of that connection
         self.process_status = "running"
         self._crash_left = 0
         self.service_failures = 0
         self.commands_handled = 0
+        self.power = POWER_ON
+        self._boot = 0  # a step of a command planned before a reboot is void after it
+        # command_id -> the last ack sent for it (None until the first), oldest first
+        self._commands: OrderedDict[str, dict[str, Any] | None] = OrderedDict()
+        self._complete_after_boot: list[str] = []  # reboot_host commands to complete
+        self._in_flight: list[Any] = []  # paho's MQTTMessageInfo of QoS 1 messages
+        self._link: Link | None = None
         client.on_connect = self.on_connect
         client.on_disconnect = self.on_disconnect
         client.on_message = self.on_message
@@ -267,7 +450,19 @@ class SimulatedDevice:
     def _publish(
         self, suffix: str, payload: dict[str, Any], *, qos: int, retain: bool = False
     ) -> Any:
-        return self.client.publish(self.topic(suffix), encode(payload), qos=qos, retain=retain)
+        info = self.client.publish(self.topic(suffix), encode(payload), qos=qos, retain=retain)
+        if qos:
+            with self._lock:
+                if len(self._in_flight) >= 16:
+                    self._in_flight = [i for i in self._in_flight if not delivered(i)]
+                self._in_flight.append(info)
+        return info
+
+    def _sending(self) -> bool:
+        """Whether a QoS 1 message still waits for the broker's PUBACK."""
+        with self._lock:
+            self._in_flight = [i for i in self._in_flight if not delivered(i)]
+            return bool(self._in_flight)
 
     def _set_will(self, session: int) -> None:
         # The broker stores the will at CONNECT time: it always names the session it belongs
@@ -278,6 +473,11 @@ class SimulatedDevice:
     @property
     def connected(self) -> bool:
         return bool(self.client.is_connected())
+
+    def start(self, link: Link) -> None:
+        """Power on: connect through `link`, which also brings the device back after a reboot."""
+        self._link = link
+        link.connect()
 
     # paho callbacks (CallbackAPIVersion.VERSION2 signatures) -------------------------------
 
@@ -294,47 +494,196 @@ class SimulatedDevice:
             if self.connect_count > 1:
                 self.reconnect_count += 1
             session = self.session
+            self._online = True
+            if self.power == REBOOTING:  # a fresh boot: the player starts clean
+                self.power = POWER_ON
+                self.process_status, self._crash_left = "running", 0
+            completed, self._complete_after_boot = self._complete_after_boot, []
         self._publish("status", status_payload("online", session), qos=1, retain=True)
         self._set_will(session + 1)  # used by the next CONNECT
         self.client.subscribe(self.topic("commands"), qos=1)
         self.send_discovery()
+        for command_id in completed:  # the reboot is over once we are back
+            self._send_ack(ack_payload(command_id, "completed"))
+            log.info("device %s: back after reboot, command %s completed", self.uuid, command_id)
 
     @guarded
     def on_disconnect(
         self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any
     ) -> None:
+        # Also called when a connect attempt fails: only the end of a session counts.
         with self._lock:
-            if self.connect_count:
+            was_online, self._online = self._online, False
+            if was_online:
                 self.last_disconnect_at = self.clock()
-        if getattr(reason_code, "is_failure", False):  # our own DISCONNECT is not news
+        if was_online and getattr(reason_code, "is_failure", False):  # ours is not news
             log.warning("device %s lost its connection: %s", self.uuid, reason_code)
 
     @guarded
     def on_message(self, client: Any, userdata: Any, message: Any) -> None:
-        if message.topic != self.topic("commands"):
-            return
-        try:
-            command = json.loads(message.payload)
-        except ValueError:
-            log.warning("device %s: command is not JSON, ignored", self.uuid)
-            return
-        answer = command_acks(command)
-        if answer is None:
+        if message.topic == self.topic("commands"):
+            self.receive_command(message.payload)
+
+    # commands ------------------------------------------------------------------------------
+
+    def receive_command(self, payload: bytes) -> None:
+        """Ack `accepted` (or refuse) at once; the later steps go to the fleet's scheduler.
+
+        A command seen before (QoS 1 redelivery) runs only once: its last ack is sent again.
+        An expired command is dropped without an ack, as the deployed clients do; the server
+        then marks it `expired`.
+        """
+        parsed = parse_command(payload, self.uuid)
+        if parsed is None:
             log.warning("device %s: command without a valid command_id, ignored", self.uuid)
             return
-        command_id, acks = answer
-        for ack in acks:
-            for suffix in ACK_SUFFIXES:
-                self._publish(suffix, ack, qos=1)
-        if acks[-1]["status"] == "completed" and command.get("action") == "restart_app":
+        command_id = parsed.command_id
+        last_ack: dict[str, Any] | None = None
+        expired = isinstance(parsed, Command) and parsed.expires_at <= self.clock()
+        with self._lock:
+            if self.power != POWER_ON:  # going down: the player reads no more commands
+                return
+            seen = command_id in self._commands
+            if seen:
+                self._commands.move_to_end(command_id)
+                last_ack = self._commands[command_id]
+            elif not expired:
+                self._commands[command_id] = None
+                while len(self._commands) > HANDLED_COMMANDS_KEPT:
+                    self._commands.popitem(last=False)
+        if seen:
+            if last_ack is not None:
+                self._send_ack(last_ack)
+            log.info("device %s: command %s delivered again, not run twice", self.uuid, command_id)
+            return
+        if isinstance(parsed, Refusal):
+            self._send_ack(parsed.ack())
+            log.warning(
+                "device %s: command %s refused: %s", self.uuid, command_id, parsed.error_message
+            )
+            return
+        if expired:
+            log.info(
+                "device %s: command %s expired at %s, dropped",
+                self.uuid,
+                command_id,
+                iso_utc(parsed.expires_at),
+            )
+            return
+        self._send_ack(ack_payload(command_id, "accepted"))
+        with self._lock:
+            plan = plan_command(parsed.action, self.options, self.command_rng)
+            boot = self._boot
+            self.commands_handled += 1
+        step = functools.partial(self._start_command, parsed, plan, boot)
+        self.timers.call_later(plan.start_after, step)
+
+    def _send_ack(self, ack: dict[str, Any]) -> None:
+        with self._lock:
+            if ack["command_id"] in self._commands:
+                self._commands[ack["command_id"]] = ack
+        for suffix in ACK_SUFFIXES:
+            self._publish(suffix, ack, qos=1)
+
+    def _still_up(self, boot: int) -> bool:
+        with self._lock:
+            return self._boot == boot
+
+    def _start_command(self, command: Command, plan: CommandPlan, boot: int) -> None:
+        if not self._still_up(boot):  # the host went down meanwhile: the work died with it
+            return
+        self._send_ack(ack_payload(command.command_id, "execution_started"))
+        step = functools.partial(self._finish_command, command, plan, boot)
+        self.timers.call_later(plan.finish_after, step)
+
+    def _finish_command(self, command: Command, plan: CommandPlan, boot: int) -> None:
+        if not self._still_up(boot):
+            return
+        command_id, action = command.command_id, command.action
+        if plan.fails:
+            self._send_ack(
+                ack_payload(
+                    command_id,
+                    "failed",
+                    error_code=SIMULATED_FAILURE,
+                    error_message=f"simulated failure of {action} "
+                    f"(command failure rate {self.options.command_failure_rate:g})",
+                )
+            )
+        elif action == "restart_app":
             with self._lock:  # a restarted player comes back healthy
                 self.process_status, self._crash_left = "running", 0
-        self.commands_handled += 1
-        log.info("device %s: command %s %s acked", self.uuid, command_id, command.get("action"))
+            self._send_ack(ack_payload(command_id, "completed"))
+        elif action == "reboot_host":
+            self._power_off(REBOOTING, complete_after_boot=command_id, back_after=plan.offline_for)
+        else:  # shutdown_host: done; off until someone powers the screen on again
+            self._send_ack(ack_payload(command_id, "completed"))
+            self._power_off(SHUT_DOWN)
+        log.info(
+            "device %s: command %s %s %s",
+            self.uuid,
+            command_id,
+            action,
+            "failed" if plan.fails else "going down" if action == "reboot_host" else "completed",
+        )
+
+    def _power_off(
+        self,
+        power: str,
+        *,
+        complete_after_boot: str | None = None,
+        back_after: float = 0.0,
+        polls_left: int | None = None,
+    ) -> None:
+        """The host goes down: no goodbye, the broker publishes the will (`offline`).
+
+        A reboot (`power` REBOOTING) powers on again `back_after` seconds later and then
+        completes `complete_after_boot`.
+        """
+        polls_left = DRAIN_POLLS if polls_left is None else polls_left
+        if polls_left > 0 and self._sending():
+            retry = functools.partial(
+                self._power_off,
+                power,
+                complete_after_boot=complete_after_boot,
+                back_after=back_after,
+                polls_left=polls_left - 1,
+            )
+            self.timers.call_later(DRAIN_POLL_SECONDS, retry)
+            return
+        with self._lock:
+            if self.power != POWER_ON:  # already down (two power actions at once)
+                return
+            self.power = power
+            self._boot += 1
+            if complete_after_boot is not None:
+                self._complete_after_boot.append(complete_after_boot)
+            self._in_flight = []
+        if self._link is not None:
+            self._link.disconnect(reasoncode=DISCONNECT_WITH_WILL)
+        else:  # never started: nothing would reconnect anyway
+            self.client.disconnect(reasoncode=DISCONNECT_WITH_WILL)
+        if power == REBOOTING:
+            self.timers.call_later(back_after, self._power_on)
+
+    def _power_on(self) -> None:
+        with self._lock:
+            if self.power != REBOOTING:
+                return
+        if self._link is None:
+            log.warning("device %s cannot reconnect: it was never started", self.uuid)
+            return
+        self._link.connect()  # on_connect completes the reboot
 
     # periodic work, called by the fleet scheduler ------------------------------------------
 
+    @property
+    def powered_on(self) -> bool:
+        return self.power == POWER_ON
+
     def send_discovery(self) -> None:
+        if not self.powered_on:
+            return
         payload = discovery_payload(
             self.uuid,
             hostname=hostname_for(self.index),
@@ -345,11 +694,14 @@ class SimulatedDevice:
         self._publish("discovery", payload, qos=1)
 
     def send_heartbeat(self) -> None:
-        if self.connected:  # a real player does not queue liveness it cannot deliver
+        # a real player does not queue liveness it cannot deliver
+        if self.powered_on and self.connected:
             self._publish("heartbeat", heartbeat_payload(self.clock()), qos=0)
 
     def health_tick(self) -> None:
         """One health interval: maybe crash, recover or fail the unit, then report health."""
+        if not self.powered_on:  # a host that is down runs no player
+            return
         now = self.clock()
         failed = self._advance_process()
         if failed:

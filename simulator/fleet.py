@@ -1,33 +1,51 @@
-"""A simulated fleet: many devices, each with its own broker login, one scheduler thread.
+"""A simulated fleet: many devices, each with its own broker login, on one thread per process.
 
-Every device has its own paho client (its network loop is paho's); the periodic work of the
-whole fleet runs on one thread from a heap of next-due times. `FleetScheduler.step(now)` is
-one unit of that work, so tests drive the fleet without threads or sleeps.
+Every device has its own paho client, but no paho network thread: the fleet's thread watches
+every device's socket on one selector (epoll) and also runs, from one heap of next-due times,
+the periodic work of every device and the later steps of the commands it answers. A thousand
+devices in one process then cost one thread instead of a thousand contending for the GIL,
+and no select() limit on file descriptors applies. `FleetScheduler.step(now)` is one unit of
+the timed work, so tests drive the fleet without threads or sleeps.
+
+`run_fleet_processes` splits a fleet over worker processes, to use more than one core.
 """
 
 from __future__ import annotations
 
+import errno
 import heapq
+import itertools
 import logging
+import multiprocessing as mp
+import os
 import random
+import resource
+import selectors
+import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import cast
+from typing import Any, cast
 
 import paho.mqtt.client as mqtt
 
 from core.clock import Clock, utc_now
 from core.config import Settings
 from mqtt_client import connect_async, make_client
-from simulator.device import DeviceOptions, MqttClient, SimulatedDevice
+from simulator.device import DeviceOptions, MqttClient, SimulatedDevice, delivered
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT = "heartbeat"
 HEALTH = "health"
 DISCOVERY = "discovery"
-MAX_IDLE_WAIT = 0.5  # seconds; bounds how long a stop request or a new connection waits
+TASK = "task"  # a one-shot task (a step of a command), not periodic
+MAX_IDLE_WAIT = 0.5  # seconds; bounds how long a stop request waits
+TICK_SECONDS = 1.0  # keep-alive checks of every connection (paho's loop_misc)
+STEPS_PER_TURN = 500  # due tasks run before the sockets get their turn again
+RETRY_SECONDS = (1.0, 30.0)  # reconnect back-off, as paho's own loop does it
+WORKER_STOP_TIMEOUT = 30.0  # seconds a worker has to say offline and disconnect its devices
 
 ClientFactory = Callable[[str, str], MqttClient]  # (uuid, password) -> unconnected client
 
@@ -37,42 +55,64 @@ def paho_client(client_uuid: str, password: str) -> MqttClient:
 
 
 class FleetScheduler:
-    """Heartbeat and health of every device, from one heap of (due, seq, kind, device)."""
+    """The fleet's timed work, from one heap of (due, seq, kind, target).
 
-    def __init__(
-        self,
-        devices: Sequence[SimulatedDevice],
-        options: DeviceOptions,
-        *,
-        start: float,
-        rng: random.Random,
-    ):
-        self.devices = devices
+    Periodic entries (heartbeat, health, discovery of one device) are pushed again after they
+    run. Tasks come from `call_later` (devices call it from their paho callbacks) and run once.
+    Times are `monotonic()` seconds; tests pass a fake clock and call `step`.
+    """
+
+    def __init__(self, options: DeviceOptions, *, monotonic: Callable[[], float] = time.monotonic):
         self.intervals = {
             HEARTBEAT: options.heartbeat_interval,
             HEALTH: options.health_interval,
             DISCOVERY: options.discovery_interval,
         }
-        self._heap: list[tuple[float, int, str, int]] = []
-        self._seq = 0
-        for index in range(len(devices)):
-            # First sends spread over one interval, so a fleet never publishes in lockstep.
-            for kind, interval in self.intervals.items():
-                self._push(start + rng.uniform(0, interval), kind, index)
+        self.monotonic = monotonic
+        self._heap: list[tuple[float, int, str, Any]] = []
+        self._seq = itertools.count()  # tie-breaker: equal due times keep insertion order
+        self._lock = threading.Lock()  # in case a task comes from another thread
 
-    def _push(self, due: float, kind: str, index: int) -> None:
-        self._seq += 1  # tie-breaker: equal due times keep insertion order
-        heapq.heappush(self._heap, (due, self._seq, kind, index))
+    def add_device(self, device: SimulatedDevice, *, start: float, rng: random.Random) -> None:
+        # First sends spread over one interval, so a fleet never publishes in lockstep.
+        for kind, interval in self.intervals.items():
+            self._push(start + rng.uniform(0, interval), kind, device)
+
+    def call_later(self, delay: float, task: Callable[[], None]) -> None:
+        """Run `task` once, `delay` seconds from now, on the fleet's thread."""
+        self._push(self.monotonic() + max(delay, 0.0), TASK, task)
+
+    def _push(self, due: float, kind: str, target: Any) -> None:
+        with self._lock:
+            heapq.heappush(self._heap, (due, next(self._seq), kind, target))
 
     def next_due(self) -> float | None:
-        return self._heap[0][0] if self._heap else None
+        with self._lock:
+            return self._heap[0][0] if self._heap else None
 
     def step(self, now: float) -> bool:
-        """Run the earliest task if it is due at `now`; True when another one is due already."""
-        if not self._heap or self._heap[0][0] > now:
-            return False
-        due, _, kind, index = heapq.heappop(self._heap)
-        device = self.devices[index]
+        """Run the earliest entry if it is due at `now`; True when another one is due already."""
+        with self._lock:
+            if not self._heap or self._heap[0][0] > now:
+                return False
+            due, _, kind, target = heapq.heappop(self._heap)
+        if kind == TASK:
+            try:
+                target()
+            except Exception:
+                log.exception("simulated fleet: task %r failed", target)
+        else:
+            self._run_periodic(target, kind)
+            interval = self.intervals[kind]
+            # Keep the cadence (due + interval) unless we fell a whole interval behind (a
+            # suspended machine): then restart from now instead of bursting the missed sends.
+            next_due = due + interval
+            self._push(next_due if next_due > now else now + interval, kind, target)
+        with self._lock:
+            return bool(self._heap) and self._heap[0][0] <= now
+
+    @staticmethod
+    def _run_periodic(device: SimulatedDevice, kind: str) -> None:
         try:
             if kind == HEARTBEAT:
                 device.send_heartbeat()
@@ -82,27 +122,174 @@ class FleetScheduler:
                 device.health_tick()
         except Exception:
             log.exception("simulated device %s: %s failed", device.uuid, kind)
-        interval = self.intervals[kind]
-        # Keep the cadence (due + interval) unless we fell a whole interval behind (a suspended
-        # machine): then restart from now instead of bursting the missed sends.
-        next_due = due + interval
-        self._push(next_due if next_due > now else now + interval, kind, index)
-        return self._heap[0][0] <= now
+
+
+Address = tuple[int, int, int, Any]  # family, type, proto, sockaddr (from getaddrinfo)
+
+
+def broker_addresses(settings: Settings) -> list[Address]:
+    """Where the broker listens, resolved once for the whole fleet."""
+    found = socket.getaddrinfo(settings.mqtt_host, settings.mqtt_port, type=socket.SOCK_STREAM)
+    return [(family, kind, proto, address) for family, kind, proto, _, address in found]
+
+
+def connecting_socket(address: Address) -> socket.socket:
+    """A TCP socket whose connect is under way: the fleet's one thread never waits for a
+    handshake (a broker whose accept queue is full would hold it for a second or more).
+    paho writes its CONNECT once the socket is writable; a refused connect shows up as a
+    read error, and the socket is closed like a lost connection."""
+    family, kind, proto, sockaddr = address
+    sock = socket.socket(family, kind, proto)
+    sock.setblocking(False)
+    error = sock.connect_ex(sockaddr)
+    if error not in (0, errno.EINPROGRESS):
+        sock.close()
+        raise OSError(error, os.strerror(error))
+    return sock
+
+
+class Link:
+    """One device's connection, on the fleet's selector instead of a paho thread.
+
+    `connect` connects and keeps reconnecting with back-off after a lost connection, as paho's
+    own loop does; `disconnect` is on purpose, and the link stays down until `connect`.
+    """
+
+    def __init__(
+        self, client: MqttClient, selector: selectors.BaseSelector, scheduler: FleetScheduler
+    ):
+        self.client = cast(mqtt.Client, client)
+        self.selector = selector
+        self.scheduler = scheduler
+        self.settings: Settings | None = None  # given by Fleet.start, with the addresses
+        self.addresses: list[Address] = []
+        self._address = 0  # the one to try; the next one after a failed attempt
+        self.wanted = False
+        self.sock: Any = None
+        self._retry_delay = RETRY_SECONDS[0]
+        self._retry_pending = False
+        self._connecting = False
+        client.on_socket_open = self._opened  # type: ignore[attr-defined]
+        client.on_socket_close = self._closed  # type: ignore[attr-defined]
+        client.on_socket_register_write = self._want_write  # type: ignore[attr-defined]
+        client.on_socket_unregister_write = self._written  # type: ignore[attr-defined]
+        # paho 2 (reconnect -> _create_socket -> _create_socket_connection) would connect with
+        # a blocking socket.create_connection; test_simulator_network checks this hook holds.
+        client._create_socket_connection = self._connecting_socket  # type: ignore[attr-defined]
+
+    def connect(self) -> None:
+        if self.settings is None:
+            raise RuntimeError("the fleet is not started")
+        self.wanted = True
+        connect_async(self.client, self.settings)  # host, port, keepalive, clean start
+        self._attempt()
+
+    def _connecting_socket(self) -> socket.socket:
+        if not self.addresses:
+            raise OSError(f"{self.client.host}: no address to connect to")
+        return connecting_socket(self.addresses[self._address % len(self.addresses)])
+
+    def disconnect(self, reasoncode: Any = None) -> None:
+        self.wanted = False
+        self.client.disconnect(reasoncode=reasoncode)
+
+    def _attempt(self) -> None:
+        self._retry_pending = False
+        if not self.wanted or self.sock is not None:  # connected or connecting already
+            return
+        self._connecting = True
+        try:
+            self.client.reconnect()  # starts the TCP connect; CONNECT goes out when writable
+        except (OSError, ValueError) as exc:
+            log.debug("simulated device %s: cannot connect: %s", self.client._client_id, exc)
+            self._address += 1
+            self._retry_later()
+        finally:
+            self._connecting = False
+
+    def _retry_later(self) -> None:
+        if self._retry_pending:
+            return
+        self._retry_pending = True
+        delay = self._retry_delay * random.uniform(0.5, 1.0)  # a fleet does not retry in step
+        self._retry_delay = min(self._retry_delay * 2, RETRY_SECONDS[1])
+        self.scheduler.call_later(delay, self._attempt)
+
+    def handle(self, events: int) -> None:
+        """The socket is ready: read what came, write what waits."""
+        try:
+            if events & selectors.EVENT_READ:
+                self.client.loop_read()
+            if events & selectors.EVENT_WRITE and self.sock is not None:
+                self.client.loop_write()
+        except Exception:
+            log.exception("simulated device %s: network error", self.client._client_id)
+
+    def tick(self) -> None:
+        """Keep-alive: PINGREQ when due, and a dead connection noticed."""
+        if self.sock is not None:
+            self.client.loop_misc()
+        if self.client.is_connected():
+            self._retry_delay = RETRY_SECONDS[0]
+
+    def close(self) -> None:
+        """Forget the socket at the end of a run (paho closes it once its DISCONNECT is out)."""
+        self.wanted = False
+        if self.sock is not None:
+            self._unregister(self.sock)
+
+    # paho's socket callbacks (external event loop) -----------------------------------------
+
+    def _opened(self, client: Any, userdata: Any, sock: Any) -> None:
+        self.sock = sock
+        self.selector.register(sock, selectors.EVENT_READ, self)
+
+    def _closed(self, client: Any, userdata: Any, sock: Any) -> None:
+        self._unregister(sock)
+        self.sock = None
+        if self.wanted and not self._connecting:  # lost: come back, as paho's loop would
+            if not self.client.is_connected():  # refused or never answered: the next address
+                self._address += 1
+            self._retry_later()
+
+    def _want_write(self, client: Any, userdata: Any, sock: Any) -> None:
+        self._modify(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
+
+    def _written(self, client: Any, userdata: Any, sock: Any) -> None:
+        self._modify(sock, selectors.EVENT_READ)
+
+    def _modify(self, sock: Any, events: int) -> None:
+        try:
+            self.selector.modify(sock, events, self)
+        except (KeyError, ValueError):  # closed meanwhile
+            pass
+
+    def _unregister(self, sock: Any) -> None:
+        try:
+            self.selector.unregister(sock)
+        except (KeyError, ValueError):
+            pass
 
 
 class Fleet:
     def __init__(
         self,
         devices: list[SimulatedDevice],
-        options: DeviceOptions,
+        scheduler: FleetScheduler,
         *,
-        monotonic: Callable[[], float] = time.monotonic,
+        seed: int | None = None,
     ):
         self.devices = devices
-        self.monotonic = monotonic
-        rng = random.Random(options.seed)
-        self.scheduler = FleetScheduler(devices, options, start=monotonic(), rng=rng)
+        self.scheduler = scheduler
+        self.monotonic = scheduler.monotonic
+        self.selector = selectors.DefaultSelector()
+        self.links = [Link(device.client, self.selector, scheduler) for device in devices]
+        rng = random.Random(seed)
+        start = self.monotonic()
+        for device in devices:
+            scheduler.add_device(device, start=start, rng=rng)
         self.started_at: float | None = None
+        self._next_tick = start
 
     @classmethod
     def create(
@@ -114,7 +301,10 @@ class Fleet:
         clock: Clock = utc_now,
         client_factory: ClientFactory = paho_client,
         monotonic: Callable[[], float] = time.monotonic,
+        first_index: int = 1,
     ) -> Fleet:
+        """Devices numbered from `first_index` (their hostnames), not connected yet."""
+        scheduler = FleetScheduler(options, monotonic=monotonic)
         # Sessions start at the epoch second, so they also grow across simulator restarts.
         first_session = int(clock().timestamp())
         devices = [
@@ -124,54 +314,94 @@ class Fleet:
                 index=index,
                 prefix=prefix,
                 options=options,
+                timers=scheduler,
                 clock=clock,
                 first_session=first_session,
             )
-            for index, (client_uuid, password) in enumerate(credentials, start=1)
+            for index, (client_uuid, password) in enumerate(credentials, start=first_index)
         ]
-        return cls(devices, options, monotonic=monotonic)
+        return cls(devices, scheduler, seed=options.seed)
 
     def start(self, settings: Settings) -> None:
+        """Connect every device (a TCP connect each; CONNACKs are read by `turn`)."""
         self.started_at = self.monotonic()
-        for device in self.devices:
-            connect_async(cast(mqtt.Client, device.client), settings)
-            device.client.loop_start()
+        addresses = broker_addresses(settings)
+        for device, link in zip(self.devices, self.links, strict=True):
+            link.settings, link.addresses = settings, addresses
+            device.start(link)
 
     def connected_count(self) -> int:
         return sum(1 for device in self.devices if device.connected)
 
+    def turn(self, max_wait: float = MAX_IDLE_WAIT) -> None:
+        """One turn of the fleet's thread: the due timed work, the keep-alive checks once a
+        second, then the sockets that are ready, waiting for them until the next due time (at
+        most `max_wait` seconds)."""
+        now = self.monotonic()
+        for _ in range(STEPS_PER_TURN):
+            if not self.scheduler.step(now):
+                break
+        if now >= self._next_tick:
+            self._next_tick = now + TICK_SECONDS
+            for link in self.links:
+                link.tick()
+        next_due = self.scheduler.next_due()
+        wait = min(max_wait, self._next_tick - now)
+        if next_due is not None:
+            wait = min(wait, next_due - now)
+        self._poll(max(wait, 0.0))
+
+    def _poll(self, timeout: float) -> None:
+        for key, events in self.selector.select(timeout):
+            key.data.handle(events)
+
     def run(self, stop: threading.Event) -> None:
-        """The scheduler thread: due work, then wait for the next due time or the stop event."""
+        """The fleet's thread, until `stop` is set."""
         started = self.monotonic() if self.started_at is None else self.started_at
-        announced = False
+        announce_check = started
         while not stop.is_set():
-            while self.scheduler.step(self.monotonic()):
-                pass
-            if not announced and self.connected_count() == len(self.devices):
-                announced = True
-                log.info(
-                    "simulated fleet: all %d devices connected in %.1f s",
-                    len(self.devices),
-                    self.monotonic() - started,
-                )
-            next_due = self.scheduler.next_due()
-            wait = MAX_IDLE_WAIT if next_due is None else next_due - self.monotonic()
-            stop.wait(min(max(wait, 0.0), MAX_IDLE_WAIT))
+            self.turn()
+            if announce_check is not None and self.monotonic() >= announce_check:
+                announce_check += 1.0
+                if self.connected_count() == len(self.devices):
+                    announce_check = None
+                    log.info(
+                        "simulated fleet: all %d devices connected in %.1f s",
+                        len(self.devices),
+                        self.monotonic() - started,
+                    )
 
     def stop(self, timeout: float = 5.0) -> None:
         """Say `offline` (retained) for every device, then disconnect it gracefully."""
+        deadline = time.monotonic() + timeout
         pending = [device.publish_offline() for device in self.devices if device.connected]
-        deadline = self.monotonic() + timeout
-        for info in pending:
-            try:
-                info.wait_for_publish(max(deadline - self.monotonic(), 0.0))
-            except (RuntimeError, ValueError):  # lost the connection meanwhile: the will speaks
-                pass
-        for device in self.devices:
-            device.client.disconnect()
-        for device in self.devices:
-            device.client.loop_stop()
+        while not all(delivered(info) for info in pending) and time.monotonic() < deadline:
+            self._poll(0.05)  # the broker's PUBACKs: the goodbye is stored before we go
+        for link in self.links:
+            link.disconnect()
+        while self.selector.get_map() and time.monotonic() < deadline:
+            self._poll(0.05)  # paho closes each socket once its DISCONNECT is written
+        for link in self.links:
+            link.close()
+        self.selector.close()
         log.info("simulated fleet: %d devices stopped", len(self.devices))
+
+
+def ensure_file_limit(devices: int) -> None:
+    """A socket per device: raise the soft limit of open files when the fleet needs it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = devices + 64  # and the process's own files
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        if target < needed:
+            log.warning(
+                "simulated fleet: %d devices need %d open files, the limit is %d; "
+                "split the fleet with --processes",
+                devices,
+                needed,
+                hard,
+            )
 
 
 def run_fleet(
@@ -182,10 +412,17 @@ def run_fleet(
     *,
     clock: Clock = utc_now,
     client_factory: ClientFactory = paho_client,
+    first_index: int = 1,
 ) -> None:
     """Run `devices` ((uuid, password) pairs) against the broker until `stop` is set."""
+    ensure_file_limit(len(devices))
     fleet = Fleet.create(
-        settings.mqtt_topic_prefix, devices, options, clock=clock, client_factory=client_factory
+        settings.mqtt_topic_prefix,
+        devices,
+        options,
+        clock=clock,
+        client_factory=client_factory,
+        first_index=first_index,
     )
     log.info(
         "simulated fleet: starting %d devices against %s:%d",
@@ -193,8 +430,111 @@ def run_fleet(
         settings.mqtt_host,
         settings.mqtt_port,
     )
-    fleet.start(settings)
     try:
+        fleet.start(settings)
         fleet.run(stop)
     finally:
         fleet.stop()
+
+
+# Several processes -----------------------------------------------------------------------
+
+
+def split_fleet(
+    devices: Sequence[tuple[str, str]], processes: int
+) -> list[tuple[int, list[tuple[str, str]]]]:
+    """Contiguous, balanced slices, each with the index of its first device (hostnames stay
+    the same as in one process)."""
+    processes = max(1, min(processes, len(devices)))
+    bounds = [len(devices) * n // processes for n in range(processes + 1)]
+    return [(bounds[n] + 1, list(devices[bounds[n] : bounds[n + 1]])) for n in range(processes)]
+
+
+def run_fleet_processes(
+    settings: Settings,
+    devices: list[tuple[str, str]],
+    options: DeviceOptions,
+    stop: threading.Event,
+    *,
+    processes: int,
+) -> bool:
+    """Run the fleet split over `processes` worker processes until `stop` is set.
+
+    Every worker runs `run_fleet` on its slice. On `stop`, or when a worker dies, every worker
+    gets SIGTERM and says `offline` for its devices before it exits. Returns False when a worker
+    died or had to be killed. One process runs the fleet in this process.
+    """
+    slices = split_fleet(devices, processes)
+    if len(slices) == 1:
+        run_fleet(settings, devices, options, stop)
+        return True
+    ctx = mp.get_context("spawn")  # no fork of a process that may hold threads and sockets
+    workers = [
+        ctx.Process(
+            target=_fleet_worker,
+            args=(settings, chunk, options, first_index, os.getpid()),
+            name=f"simulator-{number}",
+        )
+        for number, (first_index, chunk) in enumerate(slices, start=1)
+    ]
+    log.info("simulated fleet: %d devices in %d processes", len(devices), len(workers))
+    for worker in workers:
+        worker.start()
+    healthy = True
+    try:
+        while not stop.wait(MAX_IDLE_WAIT):
+            dead = [w for w in workers if not w.is_alive()]
+            if dead:
+                log.error(
+                    "simulated fleet: %s exited with code %s; stopping the others",
+                    dead[0].name,
+                    dead[0].exitcode,
+                )
+                healthy = False
+                break
+    finally:
+        healthy = _stop_workers(workers) and healthy
+    return healthy
+
+
+def _stop_workers(workers: list[Any]) -> bool:
+    for worker in workers:
+        if worker.is_alive():
+            worker.terminate()  # SIGTERM: the worker's fleet says offline and disconnects
+    deadline = time.monotonic() + WORKER_STOP_TIMEOUT
+    clean = True
+    for worker in workers:
+        worker.join(max(deadline - time.monotonic(), 0.0))
+        if worker.is_alive():
+            log.warning("simulated fleet: %s did not stop in time, killed", worker.name)
+            worker.kill()
+            worker.join()
+            clean = False
+    return clean
+
+
+def _fleet_worker(
+    settings: Settings,
+    devices: list[tuple[str, str]],
+    options: DeviceOptions,
+    first_index: int,
+    parent_pid: int,
+) -> None:
+    """One worker process: its slice of the fleet until SIGTERM or until the parent is gone."""
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)-7s %(name)s[%(processName)s]: %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches us too: the parent decides
+
+    def watch_parent() -> None:  # a parent killed with SIGKILL leaves no one to stop us
+        while not stop.wait(1.0):
+            if os.getppid() != parent_pid:
+                log.warning("simulated fleet: parent process gone, stopping")
+                stop.set()
+
+    threading.Thread(target=watch_parent, name="parent-watch", daemon=True).start()
+    run_fleet(settings, devices, options, stop, first_index=first_index)

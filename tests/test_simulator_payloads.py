@@ -46,7 +46,7 @@ from simulator.device import (
     service_failed_payload,
     status_payload,
 )
-from simulator.fleet import Fleet, run_fleet
+from simulator.fleet import Fleet, FleetScheduler, run_fleet
 from tests.brokers import Login
 from tests.brokers import TestBroker as ThrowawayBroker  # not a test class
 from tests.helpers import wait_until
@@ -160,8 +160,14 @@ class Sent:
 
 
 class FakeInfo:
+    def __init__(self) -> None:
+        self.published = True  # the broker's PUBACK is in
+
     def wait_for_publish(self, timeout: float | None = None) -> None:
         return None
+
+    def is_published(self) -> bool:
+        return self.published
 
 
 class FakeClient:
@@ -169,10 +175,12 @@ class FakeClient:
 
     def __init__(self) -> None:
         self.sent: list[Sent] = []
+        self.infos: list[FakeInfo] = []  # one per message sent
         self.subscriptions: list[tuple[str, int]] = []
         self.will: Sent | None = None
         self.connected = True
         self.broken = False
+        self.disconnect_reason: Any = None
         self.on_connect = self.on_disconnect = self.on_message = None
 
     def will_set(self, topic: str, payload: Any = None, qos: int = 0, retain: bool = False):
@@ -182,7 +190,8 @@ class FakeClient:
         if self.broken:
             raise RuntimeError("the network thread's bad day")
         self.sent.append(Sent(topic, json.loads(payload), qos, retain))
-        return FakeInfo()
+        self.infos.append(FakeInfo())
+        return self.infos[-1]
 
     def subscribe(self, topic: str, qos: int = 0) -> None:
         self.subscriptions.append((topic, qos))
@@ -190,8 +199,9 @@ class FakeClient:
     def is_connected(self) -> bool:
         return self.connected
 
-    def disconnect(self) -> None:
+    def disconnect(self, reasoncode: Any = None) -> None:
         self.connected = False
+        self.disconnect_reason = reasoncode
 
     def loop_start(self) -> None: ...
 
@@ -209,14 +219,26 @@ class PinnedClock:
         return self.now
 
 
+class FakeMonotonic:
+    """The scheduler's monotonic clock, moved by the test."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def make_device(**options: Any) -> tuple[SimulatedDevice, FakeClient, PinnedClock]:
     client, clock = FakeClient(), PinnedClock()
+    device_options = DeviceOptions(seed=1, **options)
     device = SimulatedDevice(
         SCREEN,
         client,
         index=7,
         prefix=PREFIX,
-        options=DeviceOptions(seed=1, **options),
+        options=device_options,
+        timers=FleetScheduler(device_options, monotonic=FakeMonotonic()),
         clock=clock,
         first_session=100,
     )
@@ -287,38 +309,6 @@ def test_a_refused_connection_is_not_a_session():
     assert client.sent == [] and device.connect_count == 0
 
 
-def test_it_acks_a_command_on_both_topics_in_order():
-    device, client, _ = make_device()
-    body = {"schema_version": "1.0", "command_id": COMMAND, "action": "restart_app"}
-    client.on_message(client, None, command(json.dumps(body).encode()))
-
-    for suffix in ("commands/ack", "command/ack"):
-        acks = client.to(suffix)
-        assert [a.payload["status"] for a in acks] == ["accepted", "execution_started", "completed"]
-        assert {a.payload["command_id"] for a in acks} == {COMMAND}
-        assert all(a.qos == 1 and not a.retain for a in acks)
-        for ack in acks:
-            assert_valid(ack.topic, ack.payload, COMMAND_ACK)
-
-
-def test_it_refuses_an_unsupported_action_with_failed():
-    device, client, _ = make_device()
-    body = {"command_id": COMMAND, "action": "format_disk"}
-    client.on_message(client, None, command(json.dumps(body).encode()))
-    [ack] = client.to("commands/ack")
-    assert ack.payload["status"] == "failed"
-    assert ack.payload["error_code"] == "unsupported_action"
-
-
-@pytest.mark.parametrize(
-    "payload", [b"not json", b"[1, 2]", b'{"action": "reboot_host"}', b'{"command_id": "x"}']
-)
-def test_it_ignores_a_command_it_cannot_ack(payload):
-    device, client, _ = make_device()
-    client.on_message(client, None, command(payload))
-    assert client.sent == []
-
-
 def test_no_exception_escapes_a_callback():
     device, client, _ = make_device()
     client.broken = True
@@ -336,14 +326,6 @@ def test_a_crash_lasts_a_few_health_intervals():
     assert statuses == ["crashed", "crashed", "running"]
 
 
-def test_restart_app_brings_a_crashed_player_back():
-    device, client, _ = make_device(crash_rate=1.0, crash_intervals=(5, 5))
-    device.health_tick()
-    body = json.dumps({"command_id": COMMAND, "action": "restart_app"}).encode()
-    client.on_message(client, None, command(body))
-    assert device.process_status == "running"
-
-
 def test_a_service_failure_is_retained_with_qos_1():
     device, client, _ = make_device(crash_rate=0.0, service_failed_rate=1.0)
     device.health_tick()
@@ -357,7 +339,10 @@ def test_the_same_seed_replays_the_same_crashes():
     def crashes(seed: int | None) -> list[str]:
         client = FakeClient()
         options = DeviceOptions(crash_rate=0.3, seed=seed)
-        device = SimulatedDevice(SCREEN, client, index=1, prefix=PREFIX, options=options)
+        timers = FleetScheduler(options)
+        device = SimulatedDevice(
+            SCREEN, client, index=1, prefix=PREFIX, options=options, timers=timers
+        )
         for _ in range(40):
             device.health_tick()
         return [h.payload["process_status"] for h in client.to("health")]
