@@ -62,6 +62,40 @@ class Settings(BaseModel):
     heartbeat_down_seconds: int = Field(300, alias="HEARTBEAT_DOWN_SECONDS", ge=1)
     scheduler_poll_seconds: float = Field(5.0, alias="SCHEDULER_POLL_SECONDS", gt=0, le=3600)
 
+    command_expiry_seconds: int = Field(300, alias="COMMAND_EXPIRY_SECONDS", ge=5, le=86_400)
+    # At least 10 s: the compare-and-set that enforces it relies on two concurrent requests
+    # being closer together than the window.
+    command_lockout_seconds: int = Field(300, alias="COMMAND_LOCKOUT_SECONDS", ge=10, le=86_400)
+    command_completion_seconds_restart_app: int = Field(
+        120, alias="COMMAND_COMPLETION_SECONDS_RESTART_APP", ge=5, le=86_400
+    )
+    command_completion_seconds_reboot_host: int = Field(
+        300, alias="COMMAND_COMPLETION_SECONDS_REBOOT_HOST", ge=5, le=86_400
+    )
+    command_completion_seconds_shutdown_host: int = Field(
+        120, alias="COMMAND_COMPLETION_SECONDS_SHUTDOWN_HOST", ge=5, le=86_400
+    )
+    command_redispatch_seconds: float = Field(
+        10.0, alias="COMMAND_REDISPATCH_SECONDS", ge=1, le=3600
+    )
+
+    crash_recovery_enabled: bool = Field(False, alias="CRASH_RECOVERY_ENABLED")
+    crash_recovery_max_attempts: int = Field(3, alias="CRASH_RECOVERY_MAX_ATTEMPTS", ge=1, le=100)
+    crash_recovery_window_seconds: int = Field(
+        3600, alias="CRASH_RECOVERY_WINDOW_SECONDS", ge=60, le=7 * 86_400
+    )
+    crash_recovery_max_per_minute: int = Field(
+        10, alias="CRASH_RECOVERY_MAX_PER_MINUTE", ge=1, le=100_000
+    )
+    crash_recovery_fleet_brake_percent: float = Field(
+        20.0, alias="CRASH_RECOVERY_FLEET_BRAKE_PERCENT", gt=0, le=100
+    )
+
+    event_retention_days: int = Field(90, alias="EVENT_RETENTION_DAYS", ge=1, le=3650)
+    command_retention_days: int = Field(180, alias="COMMAND_RETENTION_DAYS", ge=1, le=3650)
+    # The client page charts the last 24 h, so at least that much activity is kept.
+    activity_retention_hours: int = Field(48, alias="ACTIVITY_RETENTION_HOURS", ge=24, le=24 * 366)
+
     server_bind: str = Field("127.0.0.1:8080", alias="SERVER_BIND", min_length=1)
     # Secure cookies need HTTPS; unset means: on in production, off in development.
     session_cookie_secure: bool | None = Field(None, alias="SESSION_COOKIE_SECURE")
@@ -77,6 +111,10 @@ class Settings(BaseModel):
         if not value.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:")):
             raise ValueError("must start with sqlite:/// or postgresql+psycopg://")
         return value
+
+    def completion_seconds(self, action: str) -> int:
+        """How long an accepted command of this action may take before it timed out."""
+        return getattr(self, f"command_completion_seconds_{action}")
 
     @property
     def is_production(self) -> bool:

@@ -38,6 +38,7 @@ MISSING_FIELD = "missing_field"
 WRONG_TYPE = "wrong_type"
 INVALID_VALUE = "invalid_value"
 UUID_MISMATCH = "uuid_mismatch"
+UNKNOWN_COMMAND = "unknown_command"  # a valid ack that names no command of that client
 REJECTION_REASONS = (
     PAYLOAD_TOO_LARGE,
     UNKNOWN_TOPIC,
@@ -48,6 +49,7 @@ REJECTION_REASONS = (
     WRONG_TYPE,
     INVALID_VALUE,
     UUID_MISMATCH,
+    UNKNOWN_COMMAND,
 )
 
 PROCESS_STATUSES = ("running", "starting", "crashed", "stopped", "unknown")
@@ -199,6 +201,14 @@ class Message:
     raw: dict[str, Any] | None = None  # the health document as sent, kept for the API
     # Handed out by the broker from its retained store: a past state, not a sign of life.
     retained: bool = False
+
+    @property
+    def is_sign_of_life(self) -> bool:
+        """Sent by the device just now: not a retained copy replayed on (re)subscribe, and
+        not an `offline` status (its Last Will, which the broker publishes when it is gone)."""
+        if self.retained:
+            return False
+        return not (self.kind == STATUS and self.payload.status == "offline")
 
     @property
     def log_level(self) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
-from core.ingest import new_event
+from core.events import new_event
 from core.liveness import ALIVE, DOWN, STALE, liveness
 from core.models import Client, Event, IngestRejection
 from core.staff import audit

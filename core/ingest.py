@@ -33,8 +33,11 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from core import contract
+from core import commands, contract
+from core.activity import record_activity
 from core.contract import Message, Rejection
+from core.db import dialect_insert
+from core.events import new_event
 from core.models import Client, ClientLog, Event, IngestRejection
 
 log = logging.getLogger(__name__)
@@ -62,8 +65,7 @@ def fold_client_rows(messages: Iterable[Message]) -> dict[str, dict[str, Any]]:
             {"uuid": m.client_uuid, "first_seen_at": m.received_at, "last_seen_at": m.received_at,
              LIVE: False},
         )
-        if not m.retained:
-            # A retained copy replayed on (re)subscribe says nothing about the device now.
+        if m.is_sign_of_life:
             row["last_seen_at"] = m.received_at
             row[LIVE] = True
         p = m.payload
@@ -110,10 +112,6 @@ _GUARDED_GROUPS = {
     "health_at": ("process_status", "process_status_at", "health", "health_at"),
 }
 _RECONNECT_COLUMNS = ("mqtt_reconnect_count", "mqtt_last_disconnect_at")
-
-
-def _insert_for(session: Session) -> Any:
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
 def _later(current: ColumnElement[Any], new: ColumnElement[Any], dialect: str) -> Any:
@@ -224,14 +222,6 @@ def _known_uuids(session: Session, uuids: list[str]) -> set[str]:
     return known
 
 
-def new_event(
-    type_: str, severity: str, when: datetime, client_uuid: str | None = None, **details: Any
-) -> Event:
-    return Event(
-        type=type_, severity=severity, client_uuid=client_uuid, occurred_at=when, details=details
-    )
-
-
 def _apply_service_failed(session: Session, m: Message) -> Event | None:
     client = session.get(Client, m.client_uuid)
     assert client is not None  # the upsert ran first
@@ -299,11 +289,35 @@ def _insert_logs(session: Session, logs: Sequence[Message], cap: int) -> None:
         )
 
 
+def _apply_acks(session: Session, messages: Sequence[Message], result: BatchResult
+                ) -> list[Rejection]:
+    """Move commands forward; acks naming a command we do not know are counted as rejections
+    (the message itself was valid, so it stays in `accepted`)."""
+    outcome = commands.apply_acks(session, [
+        commands.Ack(
+            client_uuid=m.client_uuid, command_id=m.payload.command_id, status=m.payload.status,
+            at=m.received_at, error_code=m.payload.error_code,
+            error_message=m.payload.error_message, topic=m.topic,
+        )
+        for m in messages
+    ])
+    result.acks = outcome.applied
+    unknown = outcome.unknown or []
+    for ack in unknown:
+        log.warning("ack %s from client %s names an unknown command %s",
+                    ack.status, ack.client_uuid, ack.command_id)
+    return [
+        Rejection(contract.UNKNOWN_COMMAND, a.topic, f"no command {a.command_id} of this client",
+                  a.status)
+        for a in unknown
+    ]
+
+
 def count_rejections(session: Session, rejections: Sequence[Rejection], now: datetime) -> None:
     by_reason: dict[str, list[Rejection]] = defaultdict(list)
     for r in rejections:
         by_reason[r.reason].append(r)
-    insert = _insert_for(session)
+    insert = dialect_insert(session)
     for reason, items in by_reason.items():
         last = items[-1]
         detail = f"{last.detail} | {last.excerpt}"[:300]
@@ -346,6 +360,7 @@ def apply_batch(
             if uuid not in known
         ]
         _upsert_clients(session, list(rows.values()))
+        record_activity(session, messages)
         result.registered = len(events)
         for m in messages:
             if m.kind == contract.SERVICE_FAILED:
@@ -357,8 +372,9 @@ def apply_batch(
     logs = [m for m in messages if m.kind == contract.LOG]
     if logs:
         _insert_logs(session, logs, log_cap)
-    # Command acks are parsed and counted here; the command lifecycle applies them.
-    result.acks = result.by_kind[contract.COMMAND_ACK]
+    acks = [m for m in messages if m.kind == contract.COMMAND_ACK]
+    if acks:
+        rejections = rejections + _apply_acks(session, acks, result)
     if rejections:
         count_rejections(session, rejections, now)
     return result

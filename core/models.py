@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -17,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -95,6 +97,13 @@ class Client(Base):
     service_failed_acknowledged_at: Mapped[datetime | None]
     service_failed_acknowledged_by: Mapped[str | None] = mapped_column(String(128))
 
+    # Kept by the scheduler: the liveness it last saw (alive, stale, down) and since when,
+    # when it reported the current crash, and what it last published for monitors.
+    liveness: Mapped[str | None] = mapped_column(String(8))
+    liveness_changed_at: Mapped[datetime | None]
+    crash_reported_at: Mapped[datetime | None]
+    monitor_signature: Mapped[str | None] = mapped_column(Text)
+
     @property
     def service_failed_open(self) -> bool:
         return self.service_failed_at is not None and self.service_failed_acknowledged_at is None
@@ -113,6 +122,20 @@ class ClientLog(Base):
     received_at: Mapped[datetime]
     message: Mapped[str] = mapped_column(Text)
     context: Mapped[dict[str, Any] | None]
+
+
+class ClientActivity(Base):
+    """Live messages of one client in one time bucket (core.activity.BUCKET), written by the
+    listener, pruned by the scheduler: the history behind the client page's timeline."""
+
+    __tablename__ = "client_activity"
+
+    client_uuid: Mapped[str] = mapped_column(
+        String(36), ForeignKey("clients.uuid", ondelete="CASCADE"), primary_key=True
+    )
+    bucket_start: Mapped[datetime] = mapped_column(primary_key=True, index=True)
+    heartbeats: Mapped[int]
+    messages: Mapped[int]
 
 
 class Event(Base):
@@ -191,3 +214,95 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(64))
     target: Mapped[str | None] = mapped_column(String(255))
     details: Mapped[dict[str, Any] | None]
+
+
+# Command states (DESIGN.md §5). Open states may still move; the rest are final.
+OPEN_COMMAND_STATES = ("queued", "sent", "accepted", "execution_started")
+FINAL_COMMAND_STATES = ("completed", "failed", "expired", "timed_out", "cancelled")
+COMMAND_ACTIONS = ("reboot_host", "shutdown_host", "restart_app")
+_OPEN_SQL = "state IN ('queued', 'sent', 'accepted', 'execution_started')"
+
+
+class ClientCommand(Base):
+    """A command to one client; its id is the `command_id` the device acks with."""
+
+    __tablename__ = "client_commands"
+    __table_args__ = (
+        CheckConstraint(
+            "state IN ('queued', 'sent', 'accepted', 'execution_started', 'completed', "
+            "'failed', 'expired', 'timed_out', 'cancelled')",
+            name="state",
+        ),
+        CheckConstraint(
+            "action IN ('reboot_host', 'shutdown_host', 'restart_app')", name="action"
+        ),
+        Index("ix_client_commands_client_uuid_issued_at", "client_uuid", "issued_at"),
+        # The sweep and the dispatcher only ever look at open commands: a small partial index
+        # keeps them fast however much history there is.
+        Index(
+            "ix_client_commands_open",
+            "state",
+            "expires_at",
+            postgresql_where=text(_OPEN_SQL),
+            sqlite_where=text(_OPEN_SQL),
+        ),
+        Index("ix_client_commands_requested_by_issued_at", "requested_by", "issued_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    client_uuid: Mapped[str] = mapped_column(
+        String(36), ForeignKey("clients.uuid", ondelete="CASCADE")
+    )
+    action: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(String(500))
+    requested_by: Mapped[str] = mapped_column(String(128))
+    forced: Mapped[bool] = mapped_column(Boolean, default=False)
+    issued_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    # Once the device accepts, it has `completion_seconds` to report an outcome (the
+    # completion window of the action when it was issued), or the command times out.
+    completion_seconds: Mapped[int]
+    completion_due_at: Mapped[datetime | None]
+    last_dispatch_at: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
+    accepted_at: Mapped[datetime | None]
+    execution_started_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+    failed_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None] = mapped_column(index=True)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in OPEN_COMMAND_STATES
+
+
+class CommandTransition(Base):
+    """Every state a command took, when, and who moved it (api, broker, device, sweep...)."""
+
+    __tablename__ = "client_command_history"
+    __table_args__ = (Index("ix_client_command_history_command_id_id", "command_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    command_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("client_commands.id", ondelete="CASCADE")
+    )
+    state: Mapped[str] = mapped_column(String(20))
+    at: Mapped[datetime]
+    source: Mapped[str] = mapped_column(String(32))
+    details: Mapped[dict[str, Any] | None]
+
+
+class CommandLock(Base):
+    """Per client: the last power command and when it was issued. Issuing a command is a
+    compare-and-set on this row, so two workers (or the API and auto-recovery) never both win."""
+
+    __tablename__ = "command_locks"
+
+    client_uuid: Mapped[str] = mapped_column(
+        String(36), ForeignKey("clients.uuid", ondelete="CASCADE"), primary_key=True
+    )
+    command_id: Mapped[str] = mapped_column(String(36))
+    issued_at: Mapped[datetime]

@@ -155,7 +155,9 @@ def render_acl(accounts, prefix: str) -> str:
             lines += [f"topic read {t}" for t in telemetry]
             lines += [
                 f"topic write {prefix}/+/service_failed",
-                f"topic write {prefix}/+/commands",
+                # readwrite: operators watch what was sent with the server login
+                # (RESTART_VALIDATION_CHECKLIST.md).
+                f"topic readwrite {prefix}/+/commands",
                 f"topic readwrite {prefix}/monitoring/#",
             ]
         elif account.role == "device":

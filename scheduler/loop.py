@@ -2,7 +2,8 @@
 
 A job is `job(session, now) -> bool`: it does one unit of work in the transaction it is
 given and returns True when more is waiting. A cycle runs every job until it has nothing
-left; the loop runs a cycle every poll interval and stops between steps on SIGTERM.
+left; the loop runs a cycle every poll interval and stops between steps on SIGTERM. A job
+that needs settings is an object built with them (scheduler/service.py).
 """
 
 from __future__ import annotations
@@ -32,11 +33,13 @@ class Scheduler:
         *,
         clock: Clock = utc_now,
         poll_seconds: float = 5.0,
+        leader: Callable[[], bool] | None = None,
     ):
         self.session_factory = session_factory
         self.jobs = list(jobs)
         self.clock = clock
         self.poll_seconds = poll_seconds
+        self.leader = leader
         self.stopping = threading.Event()
 
     def step(self, name: str, job: Job) -> bool:
@@ -48,7 +51,12 @@ class Scheduler:
             log.exception("job %s failed; it runs again next cycle", name)
             return False
 
-    def run_cycle(self) -> None:
+    def run_cycle(self) -> dict[str, float]:
+        """Every job until it has nothing left; returns each job's time in ms (empty when
+        another scheduler is the acting one)."""
+        if self.leader is not None and not self.leader():
+            return {}  # another scheduler acts; this one stands by
+        timings: dict[str, float] = {}
         for name, job in self.jobs:
             started = time.monotonic()
             steps = 0
@@ -56,8 +64,9 @@ class Scheduler:
                 steps += 1
                 if not self.step(name, job):
                     break
-            log.debug("job %s: %d steps in %.1f ms", name, steps,
-                      (time.monotonic() - started) * 1000)
+            timings[name] = (time.monotonic() - started) * 1000
+            log.debug("job %s: %d steps in %.1f ms", name, steps, timings[name])
+        return timings
 
     def run(self) -> None:
         names = ", ".join(name for name, _ in self.jobs) or "none yet"

@@ -1,23 +1,68 @@
-"""Wiring of the scheduler process."""
+"""Wiring of the scheduler process: its jobs, in the order a cycle runs them."""
 
 from __future__ import annotations
 
 import signal
 
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.commands import CommandPolicy
 from core.config import Settings
 from core.db import make_engine, make_session_factory
+from mqtt_client import default_client_id
+from mqtt_client.dispatch import CommandDispatcher
+from mqtt_client.publisher import Publisher
+from scheduler.commands import DispatchQueuedCommands, sweep_expired_commands
+from scheduler.health import FollowLiveness, detect_crashes
+from scheduler.leader import Leadership
 from scheduler.loop import Job, Scheduler
+from scheduler.monitoring import DeliverEvents, PublishClientStates
+from scheduler.pruning import PruneHistory
+from scheduler.recovery import AutoRecovery, RecoveryRules
 
-# (name, job) pairs; the commands and alerting work fills this in.
-JOBS: list[tuple[str, Job]] = []
+
+def build_jobs(settings: Settings, publisher: Publisher,
+               session_factory: sessionmaker[Session]) -> list[tuple[str, Job]]:
+    prefix = settings.mqtt_topic_prefix
+    policy = CommandPolicy.from_settings(settings)
+    jobs: list[tuple[str, Job]] = [
+        # First and unconditionally: nothing else may act on a command that is past due.
+        ("sweep_expired_commands", sweep_expired_commands),
+        ("follow_liveness", FollowLiveness(settings.heartbeat_stale_seconds,
+                                           settings.heartbeat_down_seconds)),
+        ("detect_crashes", detect_crashes),
+    ]
+    if settings.crash_recovery_enabled:
+        jobs.append(("auto_recovery",
+                     AutoRecovery(RecoveryRules.from_settings(settings), policy)))
+    dispatcher = CommandDispatcher(publisher, session_factory, prefix)
+    jobs += [
+        ("dispatch_queued_commands",
+         DispatchQueuedCommands(dispatcher, settings.command_redispatch_seconds)),
+        ("deliver_events", DeliverEvents(publisher, prefix)),
+        ("publish_client_states", PublishClientStates(publisher, prefix)),
+        ("prune_history", PruneHistory(activity_hours=settings.activity_retention_hours,
+                                       event_days=settings.event_retention_days,
+                                       command_days=settings.command_retention_days)),
+    ]
+    return jobs
 
 
 def run(settings: Settings) -> None:
+    engine = make_engine(settings.database_url, writer=True)
+    session_factory = make_session_factory(engine)
+    publisher = Publisher.start(settings, default_client_id("scheduler"))
+    leadership = Leadership(engine)
     scheduler = Scheduler(
-        make_session_factory(make_engine(settings.database_url, writer=True)),
-        JOBS,
+        session_factory,
+        build_jobs(settings, publisher, session_factory),
         poll_seconds=settings.scheduler_poll_seconds,
+        leader=leadership.holds,
     )
     signal.signal(signal.SIGTERM, scheduler.stop)
     signal.signal(signal.SIGINT, scheduler.stop)
-    scheduler.run()
+    try:
+        scheduler.run()
+    finally:
+        leadership.release()
+        publisher.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask_smorest import Blueprint, abort
 from sqlalchemy import select
 
+from core.activity import activity_timeline, timeline_document
 from core.clock import utc_now
 from core.contract import CLIENT_ID_RE
 from core.fleet import (
@@ -28,7 +29,7 @@ from server.retained import clear_retained_service_failed
 bp = Blueprint("api", __name__, url_prefix="/api", description="Fleet state and alerts")
 
 
-def _known_client_id(client_uuid: str) -> str:
+def known_client_id(client_uuid: str) -> str:
     if not CLIENT_ID_RE.match(client_uuid):
         abort(404, message=f"no client {client_uuid[:40]!r}: not a client uuid")
     return client_uuid
@@ -77,11 +78,22 @@ def service_failed():
 @bp.response(200, schemas.ClientDetailSchema)
 def client_detail(client_uuid: str):
     """One client, with its last health report."""
-    client = db.session.get(Client, _known_client_id(client_uuid))
+    client = db.session.get(Client, known_client_id(client_uuid))
     if client is None:
         abort(404, message=f"no client {client_uuid}")
     return {**_summary(client), "health": client.health,
             "firstSeenAt": client.first_seen_at.isoformat()}
+
+
+@bp.route("/clients/<string:client_uuid>/activity")
+@require_role("viewer")
+@bp.response(200, schemas.ActivitySchema)
+def client_activity(client_uuid: str):
+    """The client's messages and heartbeats per 5 minutes over the last 24 h, zero-filled."""
+    timeline = activity_timeline(db.session, known_client_id(client_uuid), utc_now())
+    if timeline is None:
+        abort(404, message=f"no client {client_uuid}")
+    return timeline_document(timeline)
 
 
 @bp.route("/clients/<string:client_uuid>/clear_service_failed", methods=["POST"])
@@ -90,7 +102,7 @@ def client_detail(client_uuid: str):
 def clear_service_failed(client_uuid: str):
     """Acknowledge ("quittieren") the client's alert and clear the retained report."""
     try:
-        client = acknowledge_service_failed(db.session, _known_client_id(client_uuid),
+        client = acknowledge_service_failed(db.session, known_client_id(client_uuid),
                                             actor=current_principal().name, now=utc_now())
     except FleetError as exc:
         db.session.rollback()

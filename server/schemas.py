@@ -60,6 +60,28 @@ class ClientDetailSchema(ClientSchema):
     firstSeenAt = fields.String()
 
 
+class ActivityBucketSchema(Schema):
+    start = fields.String()
+    heartbeats = fields.Integer()
+    messages = fields.Integer()
+    state = fields.String(metadata={
+        "enum": ["online", "offline", "no_data"],
+        "description": "online: some message; offline: none while the client was known; "
+                       "no_data: before it was first seen, or the current bucket so far"})
+
+
+class ActivitySchema(Schema):
+    clientUuid = fields.String()
+    bucketSeconds = fields.Integer()
+    start = fields.String()
+    end = fields.String(metadata={"description": "end of the current bucket (exclusive)"})
+    onlineSeconds = fields.Integer()
+    heartbeats = fields.Integer()
+    messages = fields.Integer()
+    buckets = fields.List(fields.Nested(ActivityBucketSchema), metadata={
+        "description": "every bucket of the window, oldest first, zero-filled"})
+
+
 class CrashedClientSchema(ClientSchema):
     reason = fields.String(metadata={"enum": ["process_crashed", "heartbeat_stale"]})
 
@@ -120,3 +142,67 @@ class EventPageSchema(Schema):
     page = fields.Integer()
     perPage = fields.Integer()
     items = fields.List(fields.Nested(EventSchema))
+
+
+class CommandRequestSchema(Schema):
+    action = fields.String(required=True,
+                           validate=validate.OneOf(["reboot_host", "shutdown_host", "restart_app"]))
+    reason = fields.String(required=True, validate=[validate.Length(min=1, max=500), NO_NUL])
+    force = fields.Boolean(load_default=False, metadata={
+        "description": "admin only: issue despite the lockout (audited)"})
+
+
+class ShortcutRequestSchema(Schema):
+    """Body of the compatible routes /restart, /shutdown and /restart_app (optional)."""
+
+    reason = fields.String(load_default="requested by staff",
+                           validate=[validate.Length(min=1, max=500), NO_NUL])
+    force = fields.Boolean(load_default=False)
+
+
+class TransitionSchema(Schema):
+    state = fields.String()
+    at = fields.String()
+    source = fields.String()
+
+
+class CommandSchema(Schema):
+    commandId = fields.String()
+    clientUuid = fields.String()
+    action = fields.String()
+    state = fields.String(metadata={"enum": [
+        "queued", "sent", "accepted", "execution_started", "completed", "failed", "expired",
+        "timed_out", "cancelled"]})
+    reason = fields.String()
+    requestedBy = fields.String()
+    forced = fields.Boolean()
+    issuedAt = fields.String()
+    expiresAt = fields.String()
+    sentAt = fields.String(allow_none=True)
+    acceptedAt = fields.String(allow_none=True)
+    executionStartedAt = fields.String(allow_none=True)
+    completedAt = fields.String(allow_none=True)
+    failedAt = fields.String(allow_none=True)
+    finishedAt = fields.String(allow_none=True)
+    completionDueAt = fields.String(allow_none=True)
+    errorCode = fields.String(allow_none=True)
+    errorMessage = fields.String(allow_none=True)
+    history = fields.List(fields.Nested(TransitionSchema))
+
+
+class CommandEnvelopeSchema(Schema):
+    command = fields.Nested(CommandSchema)
+
+
+class CommandPageSchema(Schema):
+    total = fields.Integer()
+    page = fields.Integer()
+    perPage = fields.Integer()
+    items = fields.List(fields.Nested(CommandSchema))
+
+
+class LockedSchema(Schema):
+    error = fields.String()
+    message = fields.String()
+    retryAfter = fields.Integer()
+    blockingCommand = fields.Dict()

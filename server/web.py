@@ -10,7 +10,9 @@ from __future__ import annotations
 from flask import Blueprint, abort, render_template, request
 from sqlalchemy import select
 
+from core.activity import activity_timeline
 from core.clock import utc_now
+from core.commands import client_commands
 from core.contract import CLIENT_ID_RE
 from core.fleet import age_text, client_page, crashed_clients, event_page, fleet_overview
 from core.liveness import liveness
@@ -18,6 +20,7 @@ from core.models import Client, ClientLog
 from core.staff import role_at_least
 from server import schemas
 from server.auth import current_principal, require_role
+from server.charts import activity_chart
 from server.extensions import current_settings, db
 
 bp = Blueprint("web", __name__)
@@ -77,10 +80,13 @@ def client_detail(client_uuid: str):
     logs = db.session.scalars(select(ClientLog).where(ClientLog.client_uuid == client_uuid)
                               .order_by(ClientLog.id.desc()).limit(50)).all()
     _, events = event_page(db.session, client_uuid=client_uuid, per_page=50)
+    timeline = activity_timeline(db.session, client_uuid, now)
+    commands, _ = client_commands(db.session, client_uuid, limit=20)
     return render_template(
         "client.html",
         **_page_context(
-            client=client, logs=logs, events=events,
+            client=client, logs=logs, events=events, chart=activity_chart(timeline),
+            commands=commands, is_admin=role_at_least(current_principal().role, "admin"),
             status=liveness(client.last_seen_at, now, s.heartbeat_stale_seconds,
                             s.heartbeat_down_seconds),
             seen=age_text((now - client.last_seen_at).total_seconds()),

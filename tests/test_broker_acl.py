@@ -98,6 +98,7 @@ def test_a_device_cannot_publish_to_another_devices_topics(connect, broker, suff
 
 
 @pytest.mark.parametrize("topic", ["infoscreen/monitoring/events", "infoscreen/{me}/commands",
+                                   "infoscreen/monitoring/clients/{me}",
                                    "infoscreen/{other}/commands", "elsewhere"])
 def test_a_device_cannot_publish_commands_or_monitoring(connect, broker, topic):
     device = connect(broker.device_a)

@@ -6,6 +6,7 @@ real broker; the panel has to show it without a reload.
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import uuid as uuidlib
@@ -106,6 +107,8 @@ def test_an_operator_sees_an_alert_arrive_acknowledges_it_and_it_stays_gone(
     page.click(f'a[href="/clients/{device}"]')
     expect(page.locator("h1")).to_be_visible()
     expect(page.locator("body")).to_contain_text("service_failed_acknowledged")
+    expect(page.locator("#activity svg")).to_be_visible()  # the heartbeat and online chart
+    expect(page.locator("#activity figcaption")).to_contain_text("of the last 24 h")
     page.screenshot(path=str(ARTIFACTS / "client-detail.png"), full_page=True)
 
 
@@ -129,3 +132,47 @@ def test_a_viewer_gets_no_acknowledge_button_and_the_api_refuses_them(
         device,
     )
     assert status == 403
+
+
+class AckingScreen:
+    """Device B answering every command with accepted, execution_started, completed."""
+
+    def __init__(self, broker):
+        self.uuid = broker.device_b.username
+        self.client = broker.client(broker.device_b)
+        self.client.on_message = self.on_message
+        self.client.connect(broker.host, broker.port)
+        self.client.subscribe(f"infoscreen/{self.uuid}/commands", qos=1)
+        self.client.loop_start()
+
+    def on_message(self, client, userdata, message):
+        command_id = json.loads(message.payload)["command_id"]
+        for status in ("accepted", "execution_started", "completed"):
+            client.publish(f"infoscreen/{self.uuid}/commands/ack",
+                           json.dumps({"command_id": command_id, "status": status}), qos=1)
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_an_operator_restarts_the_app_and_watches_the_command_complete(
+    site, browser, broker, publish_as
+):
+    base, _ = site
+    screen = AckingScreen(broker)
+    try:
+        publish_as(broker.device_b).publish(f"infoscreen/{screen.uuid}/heartbeat", {})
+        page, _ = sign_in(browser, base, "olga")
+        page.goto(f"{base}/clients/{screen.uuid}")
+        panel = page.locator("#commands")
+        assert panel.locator('button[data-action="shutdown_host"]').count() == 0  # admin only
+        panel.locator('button[data-action="restart_app"]').click()
+        row = panel.locator("tbody tr[data-command]")
+        playwright.expect(row).to_have_count(1, timeout=10_000)
+        playwright.expect(row.locator("td.state")).to_have_text("completed", timeout=15_000)
+        panel.locator('button[data-action="restart_app"]').click()  # inside the lockout
+        playwright.expect(panel.locator(".panel-error")).to_contain_text("is locked")
+        page.screenshot(path=str(ARTIFACTS / "client-commands.png"), full_page=True)
+    finally:
+        screen.close()

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from core.contract import parse_message
 from core.ingest import apply_batch
-from core.models import Client, ClientLog, Event, IngestRejection
+from core.models import Client, ClientCommand, ClientLog, Event, IngestRejection
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 SCREEN = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
@@ -161,6 +161,13 @@ def test_presence_follows_the_session_counter(db):
     assert client(db).presence == "offline"
 
 
+def test_an_offline_status_is_not_a_sign_of_life(db):
+    write(db, msg("heartbeat", {}))
+    write(db, msg("status", {"status": "offline", "session": 5}, T0 + timedelta(minutes=3)))
+    c = client(db)
+    assert c.presence == "offline" and c.last_seen_at == T0  # the Last Will of a dead screen
+
+
 def test_presence_within_one_batch_follows_the_session_counter(db):
     write(
         db,
@@ -185,9 +192,13 @@ def test_logs_are_stored_with_a_cap_per_client(db):
     assert rows[0].level == "error" and rows[0].context == {"i": 3}
 
 
-def test_acks_are_parsed_and_counted(db):
+def test_an_ack_for_an_unknown_command_is_counted_and_changes_nothing(db):
     result = write(db, msg("commands/ack", {"command_id": OTHER, "status": "accepted"}))
-    assert result.acks == 1
+    assert result.acks == 0
+    with db.sessions() as session:
+        counted = session.get(IngestRejection, "unknown_command")
+        assert counted.count == 1 and OTHER in counted.last_detail
+        assert session.scalar(select(func.count()).select_from(ClientCommand)) == 0
 
 
 @pytest.mark.parametrize(

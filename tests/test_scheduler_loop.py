@@ -51,3 +51,19 @@ def test_stop_ends_the_loop_after_the_current_cycle(db):
     scheduler.jobs = [("stop", stop_during_cycle)]
     scheduler.run()  # returns at once instead of waiting 60 s
     assert scheduler.stopping.is_set()
+
+
+def test_a_scheduler_that_is_not_the_leader_runs_no_job(db):
+    calls: list[str] = []
+    turns = iter([False, True])
+
+    def sweep(session, now):
+        calls.append("sweep")
+        return False
+
+    scheduler = Scheduler(db.sessions, [("sweep", sweep)], clock=lambda: NOW,
+                          leader=lambda: next(turns))
+    scheduler.run_cycle()
+    assert calls == []
+    scheduler.run_cycle()  # it became the leader
+    assert calls == ["sweep"]

@@ -1,0 +1,48 @@
+"""Publishing commands to devices and recording the broker's PUBACK as `sent`."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from core import commands
+from core.clock import Clock, utc_now
+from core.contract import device_topic
+from core.models import ClientCommand
+from mqtt_client.publisher import Publisher
+
+log = logging.getLogger(__name__)
+
+
+class CommandDispatcher:
+    def __init__(self, publisher: Publisher, session_factory: sessionmaker[Session], prefix: str,
+                 *, clock: Clock = utc_now):
+        self.publisher = publisher
+        self.session_factory = session_factory
+        self.prefix = prefix
+        self.clock = clock
+
+    def dispatch(self, command: ClientCommand) -> bool:
+        """Publish one command at QoS 1 with its message expiry. False when it was not handed
+        to the broker (not connected, or expired already): it stays queued for a retry."""
+        expiry = commands.seconds_left(command, self.clock())
+        if expiry < 1:
+            return False
+        payload = json.dumps(commands.command_payload(command), separators=(",", ":")).encode()
+        topic = device_topic(self.prefix, command.client_uuid, "commands")
+        command_id = command.id
+
+        def on_puback(ok: bool) -> None:
+            if not ok:
+                return  # still queued: the scheduler publishes it again
+            at = self.clock()
+            with self.session_factory() as session, session.begin():
+                commands.mark_sent(session, command_id, at)
+
+        published = self.publisher.publish(topic, payload, expiry_seconds=expiry,
+                                           on_puback=on_puback)
+        if published:
+            log.info("command %s %s published to %s", command_id, command.action, topic)
+        return published
