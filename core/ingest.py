@@ -52,6 +52,7 @@ class BatchResult:
     rejected: int = 0
     registered: int = 0
     acks: int = 0
+    unknown_commands: int = 0  # valid acks naming no command of their client
     events: int = 0
     by_kind: Counter[str] = field(default_factory=Counter)
 
@@ -303,6 +304,7 @@ def _apply_acks(session: Session, messages: Sequence[Message], result: BatchResu
     ])
     result.acks = outcome.applied
     unknown = outcome.unknown or []
+    result.unknown_commands = len(unknown)
     for ack in unknown:
         log.warning("ack %s from client %s names an unknown command %s",
                     ack.status, ack.client_uuid, ack.command_id)

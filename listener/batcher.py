@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlch
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.clock import Clock, utc_now
-from core.contract import Message, Rejection
+from core.contract import UNKNOWN_COMMAND, Message, Rejection
 from core.ingest import apply_batch, count_rejections
 from listener.metrics import ListenerMetrics
 
@@ -132,7 +132,7 @@ class Batcher:
                 return self._schedule_retry(exc, len(batch))
             log.error("a batch of %d was refused (%s); writing it one by one", len(batch), exc)
             return self._write_one_by_one(batch)
-        self._record(result.by_kind, batch)
+        self._record(result.by_kind, batch, result.unknown_commands)
         elapsed = self.monotonic() - started
         self.metrics.batch_seconds.observe(elapsed)
         log.debug(
@@ -160,9 +160,9 @@ class Batcher:
         for item in batch:
             try:
                 with self.session_factory() as session, session.begin():
-                    apply_batch(session, [item], now=self.clock(), log_cap=self.log_cap)
-                kinds = Counter([item.kind]) if isinstance(item, Message) else Counter()
-                self._record(kinds, [item])
+                    result = apply_batch(session, [item], now=self.clock(),
+                                         log_cap=self.log_cap)
+                self._record(result.by_kind, [item], result.unknown_commands)
             except Exception as exc:  # noqa: BLE001
                 if is_transient(exc):
                     # Keep what is left for the retry; what was written is not written again.
@@ -182,14 +182,17 @@ class Batcher:
             log.exception("could not count the unstorable message")
         self._record(Counter(), [rejection])
 
-    def _record(self, by_kind: Counter[str], batch: list[Message | Rejection]) -> None:
+    def _record(self, by_kind: Counter[str], batch: list[Message | Rejection],
+                unknown_commands: int = 0) -> None:
         for kind, n in by_kind.items():
             self.metrics.stored.labels(kind).inc(n)
         self.stored.update(by_kind)
-        for item in batch:
-            if isinstance(item, Rejection):
-                self.metrics.rejected.labels(item.reason).inc()
-                self.rejected[item.reason] += 1
+        reasons = Counter(item.reason for item in batch if isinstance(item, Rejection))
+        if unknown_commands:  # found while writing: the ack was valid, its command unknown
+            reasons[UNKNOWN_COMMAND] += unknown_commands
+        for reason, n in reasons.items():
+            self.metrics.rejected.labels(reason).inc(n)
+            self.rejected[reason] += n
 
     def drain(self, timeout: float) -> bool:
         """Write everything queued, retrying a database outage until `timeout` (shutdown)."""

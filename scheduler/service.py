@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -51,7 +52,8 @@ def build_jobs(settings: Settings, publisher: Publisher,
 def run(settings: Settings) -> None:
     engine = make_engine(settings.database_url, writer=True)
     session_factory = make_session_factory(engine)
-    publisher = Publisher.start(settings, default_client_id("scheduler"))
+    # The pid too: two schedulers on one host must not knock each other off the broker.
+    publisher = Publisher.start(settings, f"{default_client_id('scheduler')}-{os.getpid()}")
     leadership = Leadership(engine)
     scheduler = Scheduler(
         session_factory,

@@ -30,6 +30,14 @@ class EventListArgs(PageArgs):
     clientUuid = fields.String(validate=CLIENT_ID)
 
 
+class PagedSchema(Schema):
+    """Where a page stands in the whole list."""
+
+    total = fields.Integer()
+    page = fields.Integer()
+    perPage = fields.Integer()
+
+
 class ServiceFailedSchema(Schema):
     unit = fields.String(allow_none=True)
     failedAt = fields.String(allow_none=True)
@@ -86,10 +94,7 @@ class CrashedClientSchema(ClientSchema):
     reason = fields.String(metadata={"enum": ["process_crashed", "heartbeat_stale"]})
 
 
-class ClientPageSchema(Schema):
-    total = fields.Integer()
-    page = fields.Integer()
-    perPage = fields.Integer()
+class ClientPageSchema(PagedSchema):
     items = fields.List(fields.Nested(ClientSchema))
 
 
@@ -119,11 +124,8 @@ class ReconnectFiguresSchema(Schema):
     mqttLastDisconnectAt = fields.String(allow_none=True)
 
 
-class OverviewSchema(Schema):
+class OverviewSchema(PagedSchema):
     counts = fields.Dict(keys=fields.String(), values=fields.Integer())
-    total = fields.Integer()
-    page = fields.Integer()
-    perPage = fields.Integer()
     clients = fields.List(fields.Nested(ReconnectFiguresSchema),
                           metadata={"description": "reconnect figures, most reconnects first"})
 
@@ -137,10 +139,7 @@ class EventSchema(Schema):
     details = fields.Dict(allow_none=True)
 
 
-class EventPageSchema(Schema):
-    total = fields.Integer()
-    page = fields.Integer()
-    perPage = fields.Integer()
+class EventPageSchema(PagedSchema):
     items = fields.List(fields.Nested(EventSchema))
 
 
@@ -194,10 +193,7 @@ class CommandEnvelopeSchema(Schema):
     command = fields.Nested(CommandSchema)
 
 
-class CommandPageSchema(Schema):
-    total = fields.Integer()
-    page = fields.Integer()
-    perPage = fields.Integer()
+class CommandPageSchema(PagedSchema):
     items = fields.List(fields.Nested(CommandSchema))
 
 

@@ -104,3 +104,14 @@ def test_a_message_the_database_refuses_is_counted_and_the_rest_is_stored(db):
         with db.sessions() as session:
             assert session.get(IngestRejection, "unstorable").count == 1
     assert clients(db) >= 2
+
+
+def test_acks_for_unknown_commands_are_counted_as_rejections(db):
+    clock = Clock()
+    batcher = make(db, clock, batch_size=1, flush_seconds=10)
+    batcher.put(parse_message(
+        "infoscreen/00000000-0000-0000-0000-000000000001/commands/ack",
+        b'{"command_id": "9b2c1f3e-0d4a-4c5b-8e7f-1a2b3c4d5e6f", "status": "accepted"}', NOW))
+    batcher.step()
+    assert batcher.rejected["unknown_command"] == 1
+    assert batcher.stored["command_ack"] == 1  # a valid message, stored as far as it goes
