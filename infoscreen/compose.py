@@ -39,7 +39,8 @@ def init_compose(args: argparse.Namespace, prefix: str) -> int:
     write_config(
         BrokerConfig(
             broker_dir,
-            (Listener(1883, "0.0.0.0", "plain MQTT inside the compose network"),),
+            (Listener(1883, "0.0.0.0", "plain MQTT inside the compose network",
+                      allow_plain_on_network=True),),
             max_queued_messages=args.max_queued_messages,
             run_as_user=None,
             log_dest="stdout",

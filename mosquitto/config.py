@@ -10,13 +10,47 @@ from string import Template
 TEMPLATES = Path(__file__).parent / "templates"
 
 
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+class ConfigError(ValueError):
+    """A broker configuration that must not be generated; the message says why."""
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """What a TLS listener serves and trusts (files from `infoscreen certs`)."""
+
+    cafile: Path  # the CA bundle: client certificates are checked against it
+    certfile: Path
+    keyfile: Path
+
+
 @dataclass(frozen=True)
 class Listener:
+    """One listener. Every listener has its own authentication settings
+    (`per_listener_settings true`), and none allows anonymous clients.
+
+    - TLS (`tls` set): TLS 1.2 or newer, login with username and password.
+    - Mutual TLS (`tls` and `require_certificate`): for devices, whose certificate's CN (their
+      uuid) is their username; no password.
+    - Plain (`tls` None): only on loopback, for a staged migration or the tests.
+    """
+
     port: int
     address: str
     comment: str
-    # TLS settings slot in here (cafile, certfile, keyfile, require_certificate).
-    extra: tuple[str, ...] = ()
+    tls: TlsFiles | None = None
+    require_certificate: bool = False
+    allow_plain_on_network: bool = False  # compose: plain inside a private network only
+
+    def __post_init__(self) -> None:
+        if self.tls is None and self.address not in LOOPBACK and not self.allow_plain_on_network:
+            raise ConfigError(
+                f"a plain (non-TLS) listener is only allowed on loopback, not on {self.address}"
+            )
+        if self.require_certificate and self.tls is None:
+            raise ConfigError("a listener that requires client certificates needs TLS files")
 
 
 @dataclass(frozen=True)
@@ -43,18 +77,33 @@ def _template(name: str) -> Template:
     return Template((TEMPLATES / name).read_text(encoding="utf-8"))
 
 
+def _listener_lines(listener: Listener, broker_dir: Path) -> str:
+    lines = [
+        f"# {listener.comment}",
+        f"listener {listener.port} {listener.address}",
+        "protocol mqtt",
+        "allow_anonymous false",
+        f"acl_file {broker_dir / 'acl'}",
+    ]
+    if listener.require_certificate:
+        # The certificate is the login: its CN (the device's uuid) is the username.
+        lines += ["require_certificate true", "use_identity_as_username true"]
+    else:
+        lines.append(f"password_file {broker_dir / 'passwd'}")
+    if listener.tls is not None:
+        lines += [
+            f"cafile {listener.tls.cafile}",
+            f"certfile {listener.tls.certfile}",
+            f"keyfile {listener.tls.keyfile}",
+            "tls_version tlsv1.2",  # the oldest version accepted
+        ]
+    return "\n" + "\n".join(lines) + "\n"
+
+
 def render_config(config: BrokerConfig) -> str:
     broker_dir = config.mount_dir or config.broker_dir.resolve()
-    listeners = "".join(
-        _template("listener.tmpl").substitute(
-            port=listener.port, address=listener.address, comment=listener.comment
-        )
-        + "".join(f"{line}\n" for line in listener.extra)
-        for listener in config.listeners
-    )
+    listeners = "".join(_listener_lines(listener, broker_dir) for listener in config.listeners)
     return _template("mosquitto.conf.tmpl").substitute(
-        password_file=broker_dir / "passwd",
-        acl_file=broker_dir / "acl",
         data_dir=broker_dir / "data",
         # In a container the broker's folder is mounted read-only: the pid goes with the data.
         pid_file=(broker_dir / "data" if config.mount_dir else broker_dir) / "mosquitto.pid",
