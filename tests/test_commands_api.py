@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -258,3 +258,20 @@ def test_every_command_request_is_audited(db, app, auth, device):
 def test_seconds_left_is_the_message_expiry():
     command = ClientCommand(expires_at=utc_now() + timedelta(seconds=90.5))
     assert commands.seconds_left(command, utc_now()) in (89, 90)
+
+
+def test_a_command_to_an_offline_screen_expires_by_its_deadline(db, app, auth, broker):
+    offline = broker.device_b.username  # known, but not connected
+    with db.sessions() as session, session.begin():
+        now = utc_now()
+        session.add(Client(uuid=offline, first_seen_at=now, last_seen_at=now))
+    issued = post(app, f"/api/clients/{offline}/restart_app", auth["operator"]).json["command"]
+    wait_until(lambda: state(db, issued["commandId"]) == "sent", timeout=5,
+               message="the broker took it")
+    deadline = datetime.fromisoformat(issued["expiresAt"])
+    with db.sessions() as session, session.begin():
+        commands.sweep_expired_commands(session, deadline - timedelta(seconds=1))
+    assert state(db, issued["commandId"]) == "sent"
+    with db.sessions() as session, session.begin():
+        commands.sweep_expired_commands(session, deadline)
+    assert state(db, issued["commandId"]) == "expired"
