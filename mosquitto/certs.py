@@ -13,13 +13,15 @@ One directory (default BROKER_DIR/certs) holds everything:
 Key files are 0600, certificates 0644; every file is replaced atomically, so a broker that
 reloads never reads half a file. Keys are EC P-256 unless RSA 3072 is asked for.
 
-CA rollover (runbook):
+CA rollover (runbook). Mosquitto (2.0) reads its `cafile` only when it starts: a SIGHUP
+reloads the server certificate and key, not the bundle, so bundle changes need a restart.
 1. `rollover_ca`: a new CA; ca-bundle.crt holds new + previous. Nothing served changes yet;
-   a broker reloaded with the bundle accepts client certificates of both CAs.
+   after a broker restart it accepts client certificates of both CAs.
 2. Give every client (and the backend's MQTT_TLS_CA_CERT) the new ca-bundle.crt.
-3. `rotate_server` (signed by the new CA) and reload; `issue_client` again for mTLS devices.
+3. `rotate_server` (signed by the new CA) and reload (SIGHUP is enough); `issue_client`
+   again for mTLS devices.
 4. `finish_rollover` (refused while a certificate still needs the previous CA): the previous
-   CA leaves the bundle; reload the broker and hand out the bundle once more.
+   CA leaves the bundle; restart the broker and hand out the bundle once more.
 """
 
 from __future__ import annotations

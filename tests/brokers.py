@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import shutil
+import signal
+import ssl
 import subprocess
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from infoscreen.dev import find_mosquitto
+from mosquitto import certs
 from mosquitto.accounts import AccountStore, generate_password
-from mosquitto.config import BrokerConfig, Listener, write_config
+from mosquitto.config import BrokerConfig, Listener, TlsFiles, write_config
 from mqtt_client import make_client
 from tests.helpers import free_port, wait_until
 
@@ -94,6 +98,70 @@ class TestBroker:
     def remove(self) -> None:
         self.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@dataclass
+class TlsTestBroker(TestBroker):
+    """The same logins behind TLS only, as in production: `port` is a TLS listener for
+    password logins, `mtls_port` a mutual-TLS listener where a device's certificate (CN = its
+    uuid) is its login. Certificates come from mosquitto.certs in directory/certs: our CA, a
+    server certificate for localhost and 127.0.0.1, and a client certificate for device_a."""
+
+    host: str = "localhost"
+    mtls_port: int = field(default_factory=free_port)
+
+    @property
+    def certs(self) -> certs.CertStore:
+        return certs.CertStore.in_broker_dir(self.directory)
+
+    @property
+    def config(self) -> BrokerConfig:
+        files = TlsFiles(self.certs.bundle, self.certs.server_cert, self.certs.server_key)
+        return BrokerConfig(
+            self.directory,
+            (
+                Listener(self.port, "127.0.0.1", "tests: TLS, passwords", tls=files),
+                Listener(self.mtls_port, "127.0.0.1", "tests: mutual TLS, device certificates",
+                         tls=files, require_certificate=True),
+            ),
+            log_dest=f"file {self.directory / 'mosquitto.log'}",
+        )
+
+    def provision(self) -> None:
+        certs.init_ca(self.certs.directory)
+        certs.issue_server(self.certs.directory, dns_names=["localhost"], ips=["127.0.0.1"])
+        certs.issue_client(self.certs.directory, self.device_a.username)
+        super().provision()
+
+    def client_context(self, cafile: Path | None = None,
+                       certificate: str | None = None) -> ssl.SSLContext:
+        """What a careful client does: verify the chain against `cafile` (default: our CA
+        bundle) and the host name, TLS 1.2 or newer; with `certificate` (a device uuid), present
+        that device's certificate from the store."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_verify_locations(cafile or self.certs.bundle)
+        if certificate:
+            context.load_cert_chain(self.certs.client_cert(certificate),
+                                    self.certs.client_key(certificate))
+        return context
+
+    def client(self, login: Login | None, client_id: str | None = None, *,
+               context: ssl.SSLContext | None = None) -> mqtt.Client:
+        """A paho MQTT 5 client over TLS (built here, not by mqtt_client.make_client)."""
+        client = mqtt.Client(CallbackAPIVersion.VERSION2,
+                             client_id=client_id or f"test-{uuid.uuid4().hex[:10]}",
+                             protocol=mqtt.MQTTv5)
+        if login:
+            client.username_pw_set(login.username, login.password)
+        client.tls_set_context(context or self.client_context())
+        return client
+
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto re-reads its configuration, password file, ACL and its listeners'
+        certificate and key files."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGHUP)
 
 
 def _connack_ok(client: mqtt.Client) -> bool:

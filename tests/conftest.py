@@ -26,7 +26,7 @@ from core.config import Settings
 from core.db import make_engine, make_session_factory
 from core.models import Base
 from listener.service import build_listener
-from tests.brokers import Login, TestBroker
+from tests.brokers import Login, TestBroker, TlsTestBroker
 from tests.helpers import postgres_admin_url, wait_until
 
 
@@ -197,3 +197,14 @@ def publish_as(broker: TestBroker) -> Iterator:
     yield make
     for publisher in publishers:
         publisher.close()
+
+
+@pytest.fixture(scope="session")
+def tls_broker() -> Iterator[TlsTestBroker]:
+    """A second Mosquitto with the same logins behind TLS only: a password listener and a
+    mutual-TLS listener, certificates from mosquitto.certs (see TlsTestBroker)."""
+    test_broker = TlsTestBroker(Path(tempfile.mkdtemp(prefix="infoscreen-tls-broker-")))
+    test_broker.provision()
+    test_broker.start()
+    yield test_broker
+    test_broker.remove()
