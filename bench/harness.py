@@ -17,7 +17,8 @@ from sqlalchemy import create_engine, text
 from core import migrate
 from core.db import normalise_url
 from core.models import Base
-from tests.brokers import TestBroker
+from simulator.loadgen import TlsOptions
+from tests.brokers import TestBroker, TlsTestBroker
 from tests.helpers import free_port, postgres_admin_url, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,6 +30,36 @@ def start_broker() -> TestBroker:
     broker.provision()
     broker.start()
     return broker
+
+
+def start_tls_broker() -> TlsTestBroker:
+    """The same broker with TLS only (password logins on `port`, host "localhost"), as in
+    production; its CA bundle is in directory/certs."""
+    broker = TlsTestBroker(Path(tempfile.mkdtemp(prefix="bench-mq-tls-")))
+    broker.provision()
+    broker.start()
+    return broker
+
+
+def load_tls(broker: TestBroker) -> TlsOptions | None:
+    """The load generator's TLS options for `broker` (None for a plain one)."""
+    if isinstance(broker, TlsTestBroker):
+        return TlsOptions(cafile=str(broker.certs.bundle))
+    return None
+
+
+def mqtt_env(broker: TestBroker) -> dict[str, str]:
+    """How a pipeline process reaches `broker`: over TLS, verifying it against our CA, when it
+    is a TlsTestBroker."""
+    env = {
+        "MQTT_HOST": broker.host,
+        "MQTT_PORT": str(broker.port),
+        "MQTT_USER": broker.server.username,
+        "MQTT_PASSWORD": broker.server.password,
+    }
+    if isinstance(broker, TlsTestBroker):
+        env |= {"MQTT_TLS_ENABLED": "true", "MQTT_TLS_CA_CERT": str(broker.certs.bundle)}
+    return env
 
 
 @dataclass
@@ -98,10 +129,7 @@ def pipelines(broker: TestBroker, database: Database) -> dict[str, Pipeline]:
     base = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "DATABASE_URL": database.url,
-        "MQTT_HOST": "127.0.0.1",
-        "MQTT_PORT": str(broker.port),
-        "MQTT_USER": broker.server.username,
-        "MQTT_PASSWORD": broker.server.password,
+        **mqtt_env(broker),
         "LOG_LEVEL": "WARNING",
     }
     listener_port, reference_port = free_port(), free_port()

@@ -13,6 +13,12 @@ sustained is the highest rate actually offered (the generator may fall short of 
 when the machine is saturated) that the pipeline kept up with. Latency is measured
 by probes: 20 heartbeats a second for dedicated client ids, published on their own
 connection into the same stream; a poller sees each commit in the database (every 5 ms).
+
+With --tls the comparison is the listener over TLS against the same listener over plain TCP,
+both in the same run with the same steps: first against the plain broker, then against a
+second throwaway broker with a TLS listener only (the listener verifies it against our CA,
+the load generator and the probes speak TLS too). The reference pipeline is not run: it
+has no TLS, and the figure of interest is TLS / plain (the issue's budget: at least 0.8).
 """
 
 from __future__ import annotations
@@ -35,13 +41,26 @@ from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import ROOT, Database, Pipeline, pipelines, start_broker  # noqa: E402
+from bench.harness import (  # noqa: E402
+    ROOT,
+    Database,
+    Pipeline,
+    load_tls,
+    pipelines,
+    start_broker,
+    start_tls_broker,
+)
 from simulator.loadgen import client_ids, run_load  # noqa: E402
 from tests.brokers import TestBroker  # noqa: E402
 from tests.helpers import wait_until  # noqa: E402
 
 PROBE_RATE = 20
 POLL_SECONDS = 0.005
+RATES = "2000,5000,7500,10000,12500,15000,17500,20000"
+# Finer steps where the plain listener saturates (12,000-14,000/s here), so that the ratio
+# TLS / plain is not decided by the step size alone.
+TLS_RATES = "2000,5000,8000,10000,11000,12000,13000,14000,16000"
+TLS_BUDGET = 0.8
 
 
 @dataclass
@@ -78,8 +97,9 @@ class Probes:
     def __init__(self, broker: TestBroker, database_url: str, prefix: str = "infoscreen"):
         self.ids = client_ids(200, "probe")
         self.prefix = prefix
+        # Over TLS when the broker is a TlsTestBroker (its client() speaks TLS).
         self.client = broker.client(broker.simulator, f"bench-probe-{os.getpid()}")
-        self.client.connect("127.0.0.1", broker.port)
+        self.client.connect(broker.host, broker.port)
         self.client.loop_start()
         self.query = _poller(database_url)
         self.lock = threading.Lock()
@@ -191,9 +211,10 @@ def run_step(pipeline: Pipeline, broker: TestBroker, probes: Probes, ids: list[s
     stop = threading.Event()
     prober = threading.Thread(target=probes.run, args=(stop,), daemon=True)
     prober.start()
-    load = run_load("127.0.0.1", broker.port, broker.simulator.username, broker.simulator.password,
-                    prefix="infoscreen", client_ids=ids, rate=rate, duration=args.step_seconds,
-                    qos=1, connections=args.connections)
+    load = run_load(broker.host, broker.port, broker.simulator.username,
+                    broker.simulator.password, prefix="infoscreen", client_ids=ids, rate=rate,
+                    duration=args.step_seconds, qos=1, connections=args.connections,
+                    tls=load_tls(broker))
     ended = time.monotonic()
     stop.set()
     prober.join()
@@ -231,15 +252,15 @@ def bench_pipeline(name: str, pipeline: Pipeline, broker: TestBroker, database: 
         probes.prime()
         ids = client_ids(args.clients, "bench")
         # Register every client id first: the steps then measure steady-state updates.
-        run_load("127.0.0.1", broker.port, broker.simulator.username, broker.simulator.password,
-                 prefix="infoscreen", client_ids=ids, rate=5000,
+        run_load(broker.host, broker.port, broker.simulator.username,
+                 broker.simulator.password, prefix="infoscreen", client_ids=ids, rate=5000,
                  duration=max(2.0, 1.5 * args.clients / 5000), qos=1,
-                 connections=args.connections)
+                 connections=args.connections, tls=load_tls(broker))
         wait_until(lambda: _total(database.url) >= args.clients, 60, message="clients registered")
         for rate in args.rates:
             step = run_step(pipeline, broker, probes, ids, rate, args)
             result.steps.append(step)
-            print(f"  {name:<9} target {rate:>6}/s  offered {step.achieved:>6}/s  lost "
+            print(f"  {name:<12} target {rate:>6}/s  offered {step.achieved:>6}/s  lost "
                   f"{step.lost:>6}  drain {step.drain_seconds:>5.2f} s  p50 {step.p50_ms} ms  "
                   f"p99 {step.p99_ms} ms  {'kept up' if step.sustained else 'fell behind'}",
                   flush=True)
@@ -292,9 +313,47 @@ def report(results: dict[str, PipelineResult], args: argparse.Namespace, command
     return summary
 
 
+def report_tls(results: dict[str, PipelineResult], args: argparse.Namespace,
+               command: str) -> dict:
+    plain, tls = results["listener"], results["listener-tls"]
+    ratio = tls.max_sustained / plain.max_sustained if plain.max_sustained else None
+    plain_5000, tls_5000 = plain.at(5000), tls.at(5000)
+    summary = {
+        "command": command,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
+        "database": args.database,
+        "clients": args.clients,
+        "step_seconds": args.step_seconds,
+        "tls": True,
+        "listener_max_sustained_per_s": plain.max_sustained,
+        "listener_tls_max_sustained_per_s": tls.max_sustained,
+        "ratio_tls_plain": round(ratio, 2) if ratio is not None else None,
+        "budget": TLS_BUDGET,
+        "budget_met": ratio is not None and ratio >= TLS_BUDGET,
+        "listener_p50_ms_at_5000": plain_5000.p50_ms if plain_5000 else None,
+        "listener_p99_ms_at_5000": plain_5000.p99_ms if plain_5000 else None,
+        "listener_tls_p50_ms_at_5000": tls_5000.p50_ms if tls_5000 else None,
+        "listener_tls_p99_ms_at_5000": tls_5000.p99_ms if tls_5000 else None,
+        "steps": {name: [asdict(s) for s in r.steps] for name, r in results.items()},
+    }
+    print()
+    print(f"listener, plain TCP: highest rate sustained with no loss {plain.max_sustained}/s")
+    print(f"listener, TLS:       highest rate sustained with no loss {tls.max_sustained}/s")
+    print(f"ratio TLS/plain: {summary['ratio_tls_plain']} (budget >= {TLS_BUDGET}: "
+          f"{'met' if summary['budget_met'] else 'MISSED'})")
+    for label, step in (("plain", plain_5000), ("TLS", tls_5000)):
+        if step:
+            print(f"listener ({label}) at 5000/s: p50 {step.p50_ms} ms, p99 {step.p99_ms} ms "
+                  "(publish to commit)")
+    return summary
+
+
 def record(summary: dict) -> Path:
     stamp = datetime.now(UTC).strftime("%Y-%m-%d")
-    path = ROOT / "bench" / "results" / f"ingest-{summary['database']}-{stamp}.json"
+    kind = "ingest-tls" if summary.get("tls") else "ingest"
+    path = ROOT / "bench" / "results" / f"{kind}-{summary['database']}-{stamp}.json"
     path.write_text(json.dumps(summary, indent=2) + "\n")
     return path
 
@@ -306,8 +365,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--postgres-url", help="admin URL of the Postgres server "
                         "(default: TEST_POSTGRES_URL or the local socket); a database is made "
                         "and dropped there")
-    parser.add_argument("--rates", default="2000,5000,7500,10000,12500,15000,17500,20000",
-                        help="comma-separated messages per second, in order")
+    parser.add_argument("--rates", help=f"comma-separated messages per second, in order "
+                        f"(default {RATES}; with --tls {TLS_RATES})")
     parser.add_argument("--step-seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=10_000, help="distinct client ids")
     parser.add_argument("--connections", type=int, default=4, help="publisher connections")
@@ -319,15 +378,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="run every rate even after one was not sustained")
     parser.add_argument("--only", choices=("listener", "reference"),
                         help="measure one pipeline only (no ratio)")
-    parser.add_argument("--record", action="store_true", help="write bench/results/")
+    parser.add_argument("--tls", action="store_true",
+                        help="measure the listener over plain TCP and over TLS in the same run "
+                        "(two brokers) and report TLS / plain; the reference is not run")
+    parser.add_argument("--record", action="store_true", help="write bench/results/ "
+                        "(ingest-<database>-<date>.json; with --tls ingest-tls-...)")
     args = parser.parse_args(argv)
-    args.rates = [int(r) for r in args.rates.split(",")]
+    if args.tls and args.only:
+        parser.error("--tls measures the listener twice (plain and TLS); drop --only")
+    args.rates = [int(r) for r in (args.rates or (TLS_RATES if args.tls else RATES)).split(",")]
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command = "python bench/ingest.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    if args.tls:
+        return main_tls(args, command)
     broker = start_broker()
     database = Database.create(args.database, args.postgres_url)
     try:
@@ -345,6 +412,28 @@ def main(argv: list[str] | None = None) -> int:
         if database.drop:
             database.drop()
         broker.remove()
+    return 0
+
+
+def main_tls(args: argparse.Namespace, command: str) -> int:
+    """The listener against the plain broker, then against the TLS one: same steps, same
+    database, same machine, one run."""
+    brokers = {"listener": start_broker(), "listener-tls": start_tls_broker()}
+    database = Database.create(args.database, args.postgres_url)
+    try:
+        results = {}
+        for name, broker in brokers.items():
+            print(f"{name}:", flush=True)
+            pipeline = pipelines(broker, database)["listener"]
+            results[name] = bench_pipeline(name, pipeline, broker, database, args)
+        summary = report_tls(results, args, command)
+        if args.record:
+            print(f"recorded in {record(summary).relative_to(ROOT)}")
+    finally:
+        if database.drop:
+            database.drop()
+        for broker in brokers.values():
+            broker.remove()
     return 0
 
 

@@ -8,6 +8,7 @@ start-up refuses missing or well-known default secrets.
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -43,6 +44,12 @@ class Settings(BaseModel):
     mqtt_password: str = Field("", alias="MQTT_PASSWORD")
     mqtt_topic_prefix: str = Field("infoscreen", alias="MQTT_TOPIC_PREFIX", pattern=r"^[^#+/]+$")
     mqtt_keepalive: int = Field(30, alias="MQTT_KEEPALIVE", ge=5, le=3600)
+    mqtt_tls_enabled: bool = Field(False, alias="MQTT_TLS_ENABLED")
+    # Empty with TLS on: the system's trust store verifies the broker.
+    mqtt_tls_ca_cert: str = Field("", alias="MQTT_TLS_CA_CERT")
+    mqtt_tls_certfile: str = Field("", alias="MQTT_TLS_CERTFILE")
+    mqtt_tls_keyfile: str = Field("", alias="MQTT_TLS_KEYFILE")
+    mqtt_tls_insecure: bool = Field(False, alias="MQTT_TLS_INSECURE")
 
     listener_batch_size: int = Field(1000, alias="LISTENER_BATCH_SIZE", ge=1, le=50_000)
     listener_flush_ms: int = Field(100, alias="LISTENER_FLUSH_MS", ge=1, le=10_000)
@@ -96,6 +103,14 @@ class Settings(BaseModel):
     # The client page charts the last 24 h, so at least that much activity is kept.
     activity_retention_hours: int = Field(48, alias="ACTIVITY_RETENTION_HOURS", ge=24, le=24 * 366)
 
+    # The scheduler's watch over the broker: its certificates (empty: BROKER_DIR/certs) and
+    # the failed logins in its log file (empty: not watched).
+    cert_check_dir: str = Field("", alias="CERT_CHECK_DIR")
+    broker_log_file: str = Field("", alias="BROKER_LOG_FILE")
+    broker_auth_report_seconds: int = Field(
+        300, alias="BROKER_AUTH_REPORT_SECONDS", ge=1, le=86_400
+    )
+
     server_bind: str = Field("127.0.0.1:8080", alias="SERVER_BIND", min_length=1)
     # Secure cookies need HTTPS; unset means: on in production, off in development.
     session_cookie_secure: bool | None = Field(None, alias="SESSION_COOKIE_SECURE")
@@ -104,6 +119,11 @@ class Settings(BaseModel):
     server_workers: int = Field(2, alias="SERVER_WORKERS", ge=1, le=64)
 
     broker_dir: Path = Field(Path("var/mosquitto"), alias="BROKER_DIR")
+    # What `infoscreen broker config` generates (the backend's clients use MQTT_* above).
+    broker_tls_port: int = Field(8883, alias="BROKER_TLS_PORT", ge=1, le=65535)
+    broker_tls_address: str = Field("0.0.0.0", alias="BROKER_TLS_ADDRESS", min_length=1)
+    broker_mtls_port: int = Field(0, alias="BROKER_MTLS_PORT", ge=0, le=65535)
+    mqtt_plain_listener: Literal["off", "loopback"] = Field("off", alias="MQTT_PLAIN_LISTENER")
 
     @field_validator("database_url")
     @classmethod
@@ -140,6 +160,57 @@ def _read_secret_files(values: dict[str, str]) -> dict[str, str]:
         except OSError as exc:
             raise ConfigError(f"{file_var}: cannot read {path}: {exc.strerror}") from exc
     return values
+
+
+TLS_FILES = (
+    ("MQTT_TLS_CA_CERT", "mqtt_tls_ca_cert"),
+    ("MQTT_TLS_CERTFILE", "mqtt_tls_certfile"),
+    ("MQTT_TLS_KEYFILE", "mqtt_tls_keyfile"),
+)
+
+
+def _check_tls(settings: Settings) -> None:
+    if bool(settings.mqtt_tls_certfile) != bool(settings.mqtt_tls_keyfile):
+        raise ConfigError(
+            "MQTT_TLS_CERTFILE and MQTT_TLS_KEYFILE go together: a client certificate needs "
+            "its key; set both or neither"
+        )
+    for name, attribute in TLS_FILES:
+        path = getattr(settings, attribute)
+        if path and not Path(path).is_file():
+            raise ConfigError(f"{name}: no such file: {path}")
+    if settings.mqtt_tls_enabled:
+        _check_tls_files_load(settings)
+    if settings.mqtt_tls_insecure and settings.is_production:
+        raise ConfigError(
+            "MQTT_TLS_INSECURE=true is refused with INFOSCREEN_ENV=production: it skips the "
+            "check that the broker's certificate names the host, so anyone on the path could "
+            "pose as the broker. Issue a server certificate for MQTT_HOST instead "
+            "(infoscreen certs issue-server --dns NAME --ip ADDRESS)"
+        )
+
+
+def _check_tls_files_load(settings: Settings) -> None:
+    """Certificates that are not PEM, or a key that does not fit its certificate, are named
+    at start-up rather than at the first connect."""
+    if settings.mqtt_tls_ca_cert:
+        try:
+            ssl.create_default_context(cafile=settings.mqtt_tls_ca_cert)
+        except ssl.SSLError as exc:
+            raise ConfigError(
+                f"MQTT_TLS_CA_CERT: not a PEM CA certificate: {settings.mqtt_tls_ca_cert} "
+                f"({exc.reason or exc})"
+            ) from None
+    if settings.mqtt_tls_certfile:
+        try:
+            ssl.create_default_context().load_cert_chain(
+                settings.mqtt_tls_certfile, settings.mqtt_tls_keyfile
+            )
+        except ssl.SSLError as exc:
+            raise ConfigError(
+                "MQTT_TLS_CERTFILE/MQTT_TLS_KEYFILE: not a PEM certificate and its key, or the "
+                f"key does not fit the certificate ({exc.reason or exc})"
+            ) from None
 
 
 def _refuse_weak_secrets(settings: Settings) -> None:
@@ -183,6 +254,7 @@ def load_settings(
         raise ConfigError(f"{name}: {first['msg']}{shown}") from None
     if settings.heartbeat_down_seconds <= settings.heartbeat_stale_seconds:
         raise ConfigError("HEARTBEAT_DOWN_SECONDS must be greater than HEARTBEAT_STALE_SECONDS")
+    _check_tls(settings)
     if settings.is_production:
         _refuse_weak_secrets(settings)
     return settings

@@ -306,3 +306,14 @@ class CommandLock(Base):
     )
     command_id: Mapped[str] = mapped_column(String(36))
     issued_at: Mapped[datetime]
+
+
+class SchedulerState(Base):
+    """Small named values the scheduler keeps across restarts and between schedulers, such as
+    when the certificates were last checked."""
+
+    __tablename__ = "scheduler_state"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255))
+    updated_at: Mapped[datetime]

@@ -206,27 +206,51 @@ def cmd_account_list(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
+def broker_listeners(settings: Settings, args: argparse.Namespace) -> tuple:
+    """The listeners `broker config` generates; raises mosquitto.config.ConfigError."""
+    from mosquitto.config import Listener, tls_files
+
+    tls = tls_files(settings.broker_dir / "certs")
+    tls_port = args.tls_port or settings.broker_tls_port
+    address = args.tls_address or settings.broker_tls_address
+    listeners = [Listener(tls_port, address, "TLS: services, monitors and devices with a "
+                          "password", tls=tls)]
+    mtls_port = settings.broker_mtls_port if args.mtls_port is None else args.mtls_port
+    if mtls_port:
+        listeners.append(Listener(mtls_port, address, "mutual TLS: devices log in with their "
+                                  "certificate (CN = uuid)", tls=tls, require_certificate=True))
+    if (args.plain or settings.mqtt_plain_listener) == "loopback":
+        listeners.append(Listener(args.plain_port, args.plain_address,
+                                  "plain MQTT on loopback, for a staged migration to TLS "
+                                  "(MQTT_PLAIN_LISTENER=loopback)"))
+    ports = [listener.port for listener in listeners]
+    if len(set(ports)) != len(ports):
+        from mosquitto.config import ConfigError as BrokerConfigError
+
+        raise BrokerConfigError(f"two listeners on one port: {ports}")
+    return tuple(listeners)
+
+
 def cmd_broker_config(settings: Settings, args: argparse.Namespace) -> int:
     from mosquitto.accounts import AccountStore
-    from mosquitto.config import BrokerConfig, Listener, write_config
+    from mosquitto.config import BrokerConfig, write_config
+    from mosquitto.config import ConfigError as BrokerConfigError
 
-    if args.address not in ("127.0.0.1", "::1", "localhost") and not args.yes_plain_on_network:
-        print(
-            "error: a plain (non-TLS) listener is only generated on a loopback address; "
-            "pass --yes-plain-on-network to bind "
-            f"{args.address} anyway",
-            file=sys.stderr,
-        )
+    try:
+        listeners = broker_listeners(settings, args)
+    except BrokerConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     config = BrokerConfig(
         settings.broker_dir,
-        (Listener(args.port or settings.mqtt_port, args.address, "plain MQTT",
-                  allow_plain_on_network=args.yes_plain_on_network),),
+        listeners,
         max_queued_messages=args.max_queued_messages,
         run_as_user=args.run_as or getpass.getuser(),
         log_dest=args.log_dest,
     )
     print(f"wrote {write_config(config)}")
+    for listener in listeners:
+        print(f"  listener {listener.address}:{listener.port}  {listener.comment}")
     store = AccountStore(settings.broker_dir, settings.mqtt_topic_prefix)
     if store.registry.exists():
         store.save(store.load())  # the password file and the ACL follow this version's rules
@@ -418,6 +442,13 @@ def cmd_certs_issue_client(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _certs_bundle_changed(settings: Settings) -> None:
+    # Mosquitto reads its cafile only at start: a SIGHUP would not pick the bundle up.
+    print(f"restart the broker (not a reload: Mosquitto reads the CA bundle only when it "
+          f"starts) so that it trusts the new bundle, e.g. the mosquitto process of "
+          f"{settings.broker_dir}")
+
+
 def cmd_certs_rollover_ca(settings: Settings, args: argparse.Namespace) -> int:
     from mosquitto.certs import rollover_ca
 
@@ -429,7 +460,7 @@ def cmd_certs_rollover_ca(settings: Settings, args: argparse.Namespace) -> int:
     _print_issued(issued, "the new CA")
     print(f"{directory / 'ca-bundle.crt'} now trusts the new and the previous CA "
           "(kept as ca-previous.crt)")
-    _certs_reload(settings, "the CA bundle")
+    _certs_bundle_changed(settings)
     print("next: 1. give every client and the backend (MQTT_TLS_CA_CERT) the new ca-bundle.crt")
     print("      2. infoscreen certs rotate-server; infoscreen certs issue-client UUID for "
           "devices with certificates")
@@ -447,7 +478,7 @@ def cmd_certs_finish_rollover(settings: Settings, args: argparse.Namespace) -> i
     print(f"{directory / 'ca-bundle.crt'} trusts the current CA only; ca-previous.crt removed")
     for path in stale:
         print(f"no longer trusted: {path}")
-    _certs_reload(settings, "the CA bundle")
+    _certs_bundle_changed(settings)
     print("next: hand out the new ca-bundle.crt to the clients and the backend")
     return 0
 
@@ -532,7 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("dev", cmd_dev, "set up and run the whole stack in the foreground (quick start)")
     p.add_argument("--clients", type=int, default=10, help="simulated screens (default 10)")
     p.add_argument("--no-simulator", action="store_true", help="run without simulated screens")
-    p.add_argument("--mqtt-port", type=int, help="broker port (default: 1884, or a free one)")
+    p.add_argument("--mqtt-port", type=int, help="broker TLS port (default: 8884, or a free one)")
     p.add_argument("--web-port", type=int, help="web port (default: 8080, or a free one)")
 
     p = add("clients", cmd_clients, "list the clients with their state")
@@ -568,11 +599,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("broker", None, "generate the Mosquitto config and manage broker accounts")
     bsub = p.add_subparsers(dest="broker_command", required=True, metavar="ACTION")
-    b = bsub.add_parser("config", help="write mosquitto.conf into BROKER_DIR")
-    b.add_argument("--port", type=int, help="listener port (default MQTT_PORT)")
-    b.add_argument("--address", default="127.0.0.1", help="listener address (default 127.0.0.1)")
-    b.add_argument("--yes-plain-on-network", action="store_true",
-                   help="allow a plain listener on a non-loopback address (until TLS is set up)")
+    b = bsub.add_parser(
+        "config", help="write mosquitto.conf into BROKER_DIR",
+        description="Write BROKER_DIR/mosquitto.conf: a TLS listener (TLS 1.2 or newer, login "
+        "with username and password) with the certificates in BROKER_DIR/certs (make them "
+        "first: infoscreen certs init-ca; infoscreen certs issue-server --dns NAME --ip "
+        "ADDRESS); optionally a mutual-TLS listener for devices (BROKER_MTLS_PORT) and, for a "
+        "staged migration only, a plain listener on loopback (MQTT_PLAIN_LISTENER=loopback). "
+        "No listener allows anonymous clients.")
+    b.add_argument("--tls-port", type=int, help="TLS listener port (default BROKER_TLS_PORT, 8883)")
+    b.add_argument("--tls-address",
+                   help="address of the TLS listeners (default BROKER_TLS_ADDRESS, 0.0.0.0)")
+    b.add_argument("--mtls-port", type=int,
+                   help="mutual-TLS listener port for devices with certificates; 0: none "
+                   "(default BROKER_MTLS_PORT, 0)")
+    b.add_argument("--plain", choices=("off", "loopback"),
+                   help="plain listener for a staged migration (default MQTT_PLAIN_LISTENER, off)")
+    b.add_argument("--plain-port", type=int, default=1883,
+                   help="plain listener port (default 1883)")
+    b.add_argument("--plain-address", default="127.0.0.1",
+                   help="plain listener address: loopback only (default 127.0.0.1)")
     b.add_argument("--max-queued-messages", type=int, default=100_000,
                    help="per-client QoS 1 queue; size it above the fleet's burst (default 100000)")
     b.add_argument("--run-as", help="user Mosquitto switches to when started as root")
@@ -703,10 +749,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("compose", None, "prepare the files docker-compose.yml mounts")
     csub = p.add_subparsers(dest="compose_command", required=True, metavar="ACTION")
-    c = csub.add_parser("init", help="write var/compose/: secrets, broker config, logins",
+    c = csub.add_parser("init", help="write var/compose/: secrets, certificates, broker config",
                         description="Write var/compose/secrets (database, MQTT and session "
-                        "secrets, kept when they exist) and var/compose/broker (mosquitto.conf, "
-                        "password file, ACL) for `docker compose up`.")
+                        "secrets, kept when they exist) and var/compose/broker (mosquitto.conf "
+                        "with a TLS listener on 8883, password file, ACL, and certs/: a CA made "
+                        "once and a server certificate for `mosquitto`, localhost and every "
+                        "--dns/--ip) for `docker compose up`.")
+    c.add_argument("--dns", action="extend", nargs="+", default=[], metavar="NAME",
+                   help="a host name devices use to reach the broker (repeat, or give several)")
+    c.add_argument("--ip", action="extend", nargs="+", default=[], metavar="ADDRESS",
+                   help="an IP address devices use to reach the broker (repeat, or give several)")
+    c.add_argument("--mtls-port", type=int, default=0,
+                   help="also a mutual-TLS listener for devices with certificates on this port "
+                   "(default: none)")
     c.add_argument("--max-queued-messages", type=int, default=100_000,
                    help="per-client QoS 1 queue of the broker (default 100000)")
     c.set_defaults(func=cmd_compose_init)

@@ -1,8 +1,10 @@
 """`infoscreen dev`: set up and run the whole stack in the foreground.
 
 Broker config and logins, database migrated, then Mosquitto, listener, scheduler, web server
-and a small simulated fleet under one supervisor (honcho): Ctrl-C stops them all. The
-generated settings go to var/dev.env and are reused on the next run.
+and a small simulated fleet under one supervisor (honcho): Ctrl-C stops them all. The broker
+listens with TLS only (on loopback), with a CA and a server certificate for localhost made on
+the first run; every process of the stack connects with TLS. The generated settings go to
+var/dev.env and are reused on the next run.
 """
 
 from __future__ import annotations
@@ -26,14 +28,17 @@ from core.db import describe_url, make_engine, make_session_factory
 from core.files import write_private
 from core.staff import add_user
 from core.staff import generate_password as staff_password
+from mosquitto import certs
 from mosquitto.accounts import AccountStore, generate_password
-from mosquitto.config import BrokerConfig, Listener, write_config
+from mosquitto.config import BrokerConfig, Listener, tls_files, write_config
 from simulator.cli import read_credentials, write_credentials
 
 VAR = Path("var")
 DEV_ENV = VAR / "dev.env"
 SIM_CREDENTIALS = VAR / "simulator-devices.json"
 MOSQUITTO_HINT = "sudo apt-get install -y mosquitto mosquitto-clients"
+BROKER_NAMES = ("localhost",)
+BROKER_ADDRESSES = ("127.0.0.1", "::1")
 
 
 def find_mosquitto() -> str | None:
@@ -69,7 +74,10 @@ def dev_values(settings: Settings, args: argparse.Namespace, previous: dict[str,
     def keep(name: str, make) -> str:
         return previous.get(name) or make()
 
-    mqtt_port = pick_port(args.mqtt_port, previous.get("MQTT_PORT"), 1884)
+    # A port from a run before TLS (plain MQTT) is not reused for the TLS listener.
+    was_tls = previous.get("MQTT_TLS_ENABLED") == "true"
+    mqtt_port = pick_port(args.mqtt_port, previous.get("MQTT_PORT") if was_tls else None, 8884)
+    broker_dir = VAR / "mosquitto"
     web_port = pick_port(args.web_port, previous.get("SERVER_PORT"), 8080)
     database_url = os.environ.get("DATABASE_URL") or previous.get("DATABASE_URL") or (
         settings.database_url
@@ -80,6 +88,8 @@ def dev_values(settings: Settings, args: argparse.Namespace, previous: dict[str,
         "SECRET_KEY": keep("SECRET_KEY", lambda: secrets.token_urlsafe(48)),
         "MQTT_HOST": "127.0.0.1",
         "MQTT_PORT": str(mqtt_port),
+        "MQTT_TLS_ENABLED": "true",
+        "MQTT_TLS_CA_CERT": str(certs.CertStore.in_broker_dir(broker_dir).bundle),
         "MQTT_TOPIC_PREFIX": settings.mqtt_topic_prefix,
         "MQTT_USER": "infoscreen-server",
         "MQTT_PASSWORD": keep("MQTT_PASSWORD", generate_password),
@@ -89,7 +99,7 @@ def dev_values(settings: Settings, args: argparse.Namespace, previous: dict[str,
         "MONITOR_PASSWORD": keep("MONITOR_PASSWORD", generate_password),
         "SIMULATOR_USER": "loadgen",
         "SIMULATOR_PASSWORD": keep("SIMULATOR_PASSWORD", generate_password),
-        "BROKER_DIR": str(VAR / "mosquitto"),
+        "BROKER_DIR": str(broker_dir),
         "SERVER_BIND": f"127.0.0.1:{web_port}",
         "SERVER_PORT": str(web_port),
         "INFOSCREEN_URL": f"http://127.0.0.1:{web_port}",
@@ -117,6 +127,31 @@ def write_dev_env(values: dict[str, str]) -> None:
     write_private(DEV_ENV, "\n".join(lines) + "\n")
 
 
+def ensure_certificates(broker_dir: Path) -> None:
+    """The dev CA (once) and a server certificate for localhost, 127.0.0.1 and ::1, renewed
+    when it is missing, about to expire or not signed by the current CA."""
+    store = certs.CertStore.in_broker_dir(broker_dir)
+    if not store.has_ca():
+        certs.init_ca(store.directory, common_name="Infoscreen dev CA")
+    if _server_cert_is_good(store):
+        return
+    certs.issue_server(store.directory, dns_names=BROKER_NAMES, ips=BROKER_ADDRESSES, force=True)
+
+
+def _server_cert_is_good(store: certs.CertStore) -> bool:
+    if not (store.server_cert.exists() and store.server_key.exists()):
+        return False
+    server = certs.load_cert(store.server_cert)
+    names, addresses = certs.server_sans(server)
+    left = server.not_valid_after_utc - utc_now()
+    return (
+        set(BROKER_NAMES) <= set(names)
+        and set(BROKER_ADDRESSES) <= {str(a) for a in addresses}
+        and left.days > certs.WARN_DAYS
+        and server.issuer == certs.load_cert(store.ca_cert).subject
+    )
+
+
 def provision_broker(values: dict[str, str], devices: list[tuple[str, str]]) -> BrokerConfig:
     broker_dir = Path(values["BROKER_DIR"])
     # Accounts added by hand (`infoscreen device add`) are kept; ours are (re)written.
@@ -130,9 +165,11 @@ def provision_broker(values: dict[str, str], devices: list[tuple[str, str]]) -> 
         ]
         + [(device, "device", password) for device, password in devices]
     )
+    ensure_certificates(broker_dir)
+    tls = tls_files(certs.CertStore.in_broker_dir(broker_dir).directory)
     config = BrokerConfig(
         broker_dir,
-        (Listener(int(values["MQTT_PORT"]), "127.0.0.1", "plain MQTT on loopback (dev stack)"),),
+        (Listener(int(values["MQTT_PORT"]), "127.0.0.1", "TLS on loopback (dev stack)", tls=tls),),
     )
     write_config(config)
     return config
@@ -152,7 +189,8 @@ def banner(values: dict[str, str], clients: int, conf: Path) -> str:
         [
             "",
             "Infoscreen dev stack",
-            f"  broker     mqtt://127.0.0.1:{values['MQTT_PORT']}  (Mosquitto, {conf})",
+            f"  broker     mqtts://127.0.0.1:{values['MQTT_PORT']}  (Mosquitto with TLS, {conf};"
+            f" CA {values['MQTT_TLS_CA_CERT']})",
             f"  database   {describe_url(values['DATABASE_URL'])}",
             f"  web        {url}  ({url}/healthz)",
             f"  admin      {values['INFOSCREEN_ADMIN_USER']} / "

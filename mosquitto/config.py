@@ -26,6 +26,26 @@ class TlsFiles:
     keyfile: Path
 
 
+def tls_files(cert_dir: Path, *, seen_as: Path | None = None) -> TlsFiles:
+    """The broker's TLS files in `cert_dir` (the `infoscreen certs` layout), checked to exist.
+
+    `seen_as` is where the broker finds that folder when it differs (a container's mount).
+    """
+    from mosquitto.certs import CertStore
+
+    store = CertStore(cert_dir)
+    missing = [p for p in (store.bundle, store.server_cert, store.server_key) if not p.exists()]
+    if missing:
+        raise ConfigError(
+            f"the TLS listener needs the CA bundle and the server certificate, and "
+            f"{', '.join(str(p) for p in missing)} is missing. Make them with:\n"
+            + ("" if store.has_ca() else "  infoscreen certs init-ca\n")
+            + "  infoscreen certs issue-server --dns BROKER_HOST_NAME --ip BROKER_ADDRESS"
+        )
+    served = CertStore(seen_as) if seen_as is not None else store
+    return TlsFiles(served.bundle, served.server_cert, served.server_key)
+
+
 @dataclass(frozen=True)
 class Listener:
     """One listener. Every listener has its own authentication settings

@@ -1,14 +1,16 @@
 """The one place where the backend's processes build their paho MQTT 5 client.
 
 `core` stays free of paho; the listener, the scheduler, the server and the simulator all get
-their client from `make_client`, so authentication, reconnect back-off and (later) TLS are set
-the same way everywhere.
+their client from `make_client`, so authentication, reconnect back-off and TLS are set the same
+way everywhere. With MQTT_TLS_ENABLED, `service_client` (and the simulator's devices) speak
+TLS 1.2 or newer, verifying the broker against MQTT_TLS_CA_CERT (or the system's trust store).
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+import ssl
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -24,23 +26,68 @@ def default_client_id(role: str) -> str:
     return f"infoscreen-{role}-{socket.gethostname()}"[:64]
 
 
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS settings as an SSLContext, or None when MQTT_TLS_ENABLED is off.
+
+    One context serves any number of clients (the simulator shares one among its devices).
+    """
+    if not settings.mqtt_tls_enabled:
+        return None
+    return client_tls_context(
+        cafile=settings.mqtt_tls_ca_cert or None,
+        certfile=settings.mqtt_tls_certfile or None,
+        keyfile=settings.mqtt_tls_keyfile or None,
+        insecure=settings.mqtt_tls_insecure,
+        host=settings.mqtt_host,
+    )
+
+
+def client_tls_context(
+    *,
+    cafile: str | None,
+    certfile: str | None = None,
+    keyfile: str | None = None,
+    insecure: bool = False,
+    host: str = "the broker",
+) -> ssl.SSLContext:
+    """TLS 1.2 or newer; the broker verified against `cafile` (None: the system's trust
+    store); a client certificate when `certfile` is given."""
+    context = ssl.create_default_context(cafile=cafile)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if certfile:
+        context.load_cert_chain(certfile, keyfile)
+    if insecure:
+        # As paho's tls_insecure_set: the chain is still verified, the host name is not.
+        context.check_hostname = False
+        log.warning(
+            "MQTT_TLS_INSECURE=true: NOT checking that the broker's certificate names %s; "
+            "anyone on the network path could pose as the broker. Development only.",
+            host,
+        )
+    return context
+
+
 def make_client(
     client_id: str,
     *,
     username: str | None,
     password: str | None,
+    tls: ssl.SSLContext | None = None,
 ) -> mqtt.Client:
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
     )
     if username:
         client.username_pw_set(username, password or None)
+    if tls is not None:
+        client.tls_set_context(tls)
     client.reconnect_delay_set(min_delay=1, max_delay=30)
     return client
 
 
 def service_client(settings: Settings, client_id: str) -> mqtt.Client:
-    return make_client(client_id, username=settings.mqtt_user, password=settings.mqtt_password)
+    return make_client(client_id, username=settings.mqtt_user, password=settings.mqtt_password,
+                       tls=tls_context(settings))
 
 
 def connect_properties(session_expiry_seconds: int) -> Properties:

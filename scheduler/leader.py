@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from sqlalchemy import Connection, Engine, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +44,19 @@ class Leadership:
         return self.held
 
     def release(self) -> None:
-        if self._connection is not None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            if self.held:  # at once, not when the server notices the session ended
+                try:
+                    connection.execute(text("SELECT pg_advisory_unlock(:key)"),
+                                       {"key": LOCK_KEY})
+                except SQLAlchemyError:
+                    pass  # a dead connection: the server ended the session, lock and all
             try:
                 # close() alone would hand the connection back to the pool, lock and all:
-                # end the database session itself, and the session-level lock goes with it.
-                self._connection.invalidate()
-                self._connection.close()
-            except DBAPIError:
+                # end the database session itself.
+                connection.invalidate()
+                connection.close()
+            except SQLAlchemyError:
                 pass
-        self._connection = None
         self.held = False

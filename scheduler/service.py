@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.commands import CommandPolicy
 from core.config import Settings
 from core.db import make_engine, make_session_factory
+from mosquitto.certs import CertStore
 from mqtt_client import default_client_id
 from mqtt_client.dispatch import CommandDispatcher
 from mqtt_client.publisher import Publisher
+from scheduler.broker_auth import BrokerAuthFailures
+from scheduler.certificates import CheckCertificates
 from scheduler.commands import DispatchQueuedCommands, sweep_expired_commands
 from scheduler.health import FollowLiveness, detect_crashes
 from scheduler.leader import Leadership
@@ -45,7 +49,15 @@ def build_jobs(settings: Settings, publisher: Publisher,
         ("prune_history", PruneHistory(activity_hours=settings.activity_retention_hours,
                                        event_days=settings.event_retention_days,
                                        command_days=settings.command_retention_days)),
+        # Once a day; nothing without a CA (a plain development setup).
+        ("check_certificates", CheckCertificates(
+            Path(settings.cert_check_dir) if settings.cert_check_dir
+            else CertStore.in_broker_dir(settings.broker_dir).directory)),
     ]
+    if settings.broker_log_file:
+        jobs.append(("broker_auth_failures", BrokerAuthFailures(
+            Path(settings.broker_log_file),
+            interval_seconds=settings.broker_auth_report_seconds)))
     return jobs
 
 

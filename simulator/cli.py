@@ -27,7 +27,7 @@ from core.files import write_private
 from mosquitto.accounts import AccountStore, generate_password, reload_broker
 from simulator.device import DeviceOptions
 from simulator.fleet import run_fleet_processes
-from simulator.loadgen import LoadError, client_ids, run_load
+from simulator.loadgen import LoadError, TlsOptions, client_ids, run_load
 
 log = logging.getLogger(__name__)
 
@@ -350,6 +350,7 @@ def _run_load(settings: Settings, args: argparse.Namespace, stop: threading.Even
             connections=min(args.connections, len(ids)),
             kinds=kinds,
             stop=stop,
+            tls=TlsOptions.from_settings(settings),
         )
     except LoadError as exc:
         return _fail(f"load generation failed: {exc}", EXIT_FAILED)

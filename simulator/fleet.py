@@ -13,6 +13,7 @@ the timed work, so tests drive the fleet without threads or sleeps.
 from __future__ import annotations
 
 import errno
+import functools
 import heapq
 import itertools
 import logging
@@ -23,6 +24,7 @@ import resource
 import selectors
 import signal
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -32,7 +34,7 @@ import paho.mqtt.client as mqtt
 
 from core.clock import Clock, utc_now
 from core.config import Settings
-from mqtt_client import connect_async, make_client
+from mqtt_client import connect_async, make_client, tls_context
 from simulator.device import DeviceOptions, MqttClient, SimulatedDevice, delivered
 
 log = logging.getLogger(__name__)
@@ -50,8 +52,15 @@ WORKER_STOP_TIMEOUT = 30.0  # seconds a worker has to say offline and disconnect
 ClientFactory = Callable[[str, str], MqttClient]  # (uuid, password) -> unconnected client
 
 
-def paho_client(client_uuid: str, password: str) -> MqttClient:
-    return make_client(client_uuid, username=client_uuid, password=password)
+def paho_client(client_uuid: str, password: str, tls: ssl.SSLContext | None = None) -> MqttClient:
+    return make_client(client_uuid, username=client_uuid, password=password, tls=tls)
+
+
+def device_client_factory(settings: Settings) -> ClientFactory:
+    """Devices log in with uuid and password, over TLS when MQTT_TLS_ENABLED (one context
+    shared by the whole fleet)."""
+    context = tls_context(settings)
+    return paho_client if context is None else functools.partial(paho_client, tls=context)
 
 
 class FleetScheduler:
@@ -133,6 +142,22 @@ def broker_addresses(settings: Settings) -> list[Address]:
     return [(family, kind, proto, address) for family, kind, proto, _, address in found]
 
 
+def connected_socket(address: Address, timeout: float) -> socket.socket:
+    """A TCP socket connected the blocking way, for TLS: paho wraps it and runs the TLS
+    handshake on it at once, which needs the connection up. Each device then holds the
+    fleet's thread for a connect and a handshake (milliseconds on a LAN; fine for dev sizes,
+    split big TLS fleets with --processes)."""
+    family, kind, proto, sockaddr = address
+    sock = socket.socket(family, kind, proto)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(sockaddr)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def connecting_socket(address: Address) -> socket.socket:
     """A TCP socket whose connect is under way: the fleet's one thread never waits for a
     handshake (a broker whose accept queue is full would hold it for a second or more).
@@ -187,7 +212,10 @@ class Link:
     def _connecting_socket(self) -> socket.socket:
         if not self.addresses:
             raise OSError(f"{self.client.host}: no address to connect to")
-        return connecting_socket(self.addresses[self._address % len(self.addresses)])
+        address = self.addresses[self._address % len(self.addresses)]
+        if self.settings is not None and self.settings.mqtt_tls_enabled:
+            return connected_socket(address, self.client.connect_timeout)
+        return connecting_socket(address)
 
     def disconnect(self, reasoncode: Any = None) -> None:
         self.wanted = False
@@ -220,6 +248,10 @@ class Link:
         try:
             if events & selectors.EVENT_READ:
                 self.client.loop_read()
+                # TLS: whole packets may wait decrypted in the SSL object while the socket
+                # itself has nothing more to read, so the selector would not wake us for them.
+                while self.sock is not None and _pending(self.sock):
+                    self.client.loop_read()
             if events & selectors.EVENT_WRITE and self.sock is not None:
                 self.client.loop_write()
         except Exception:
@@ -269,6 +301,11 @@ class Link:
             self.selector.unregister(sock)
         except (KeyError, ValueError):
             pass
+
+
+def _pending(sock: Any) -> int:
+    pending = getattr(sock, "pending", None)
+    return pending() if pending is not None else 0
 
 
 class Fleet:
@@ -411,11 +448,12 @@ def run_fleet(
     stop: threading.Event,
     *,
     clock: Clock = utc_now,
-    client_factory: ClientFactory = paho_client,
+    client_factory: ClientFactory | None = None,
     first_index: int = 1,
 ) -> None:
     """Run `devices` ((uuid, password) pairs) against the broker until `stop` is set."""
     ensure_file_limit(len(devices))
+    client_factory = client_factory or device_client_factory(settings)
     fleet = Fleet.create(
         settings.mqtt_topic_prefix,
         devices,
@@ -425,10 +463,11 @@ def run_fleet(
         first_index=first_index,
     )
     log.info(
-        "simulated fleet: starting %d devices against %s:%d",
+        "simulated fleet: starting %d devices against %s:%d%s",
         len(devices),
         settings.mqtt_host,
         settings.mqtt_port,
+        " (TLS)" if settings.mqtt_tls_enabled else "",
     )
     try:
         fleet.start(settings)

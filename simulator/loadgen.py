@@ -17,6 +17,7 @@ import secrets
 import select
 import signal
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -225,6 +226,30 @@ def parse_connack(body: bytes) -> tuple[int, dict[int, Any]]:
 
 
 @dataclass(frozen=True)
+class TlsOptions:
+    """TLS for the load generator's connections; plain values, so it reaches the spawned
+    workers (an SSLContext does not pickle)."""
+
+    cafile: str | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+    insecure: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> TlsOptions | None:
+        if not settings.mqtt_tls_enabled:
+            return None
+        return cls(settings.mqtt_tls_ca_cert or None, settings.mqtt_tls_certfile or None,
+                   settings.mqtt_tls_keyfile or None, settings.mqtt_tls_insecure)
+
+    def context(self, host: str) -> ssl.SSLContext:
+        from mqtt_client import client_tls_context
+
+        return client_tls_context(cafile=self.cafile, certfile=self.certfile,
+                                  keyfile=self.keyfile, insecure=self.insecure, host=host)
+
+
+@dataclass(frozen=True)
 class ConnectionPlan:
     index: int
     host: str
@@ -240,6 +265,7 @@ class ConnectionPlan:
     window: int
     connect_timeout: float
     drain_timeout: float
+    tls: TlsOptions | None = None
 
 
 @dataclass
@@ -277,6 +303,12 @@ class Publisher:
     def connect(cls, plan: ConnectionPlan) -> Publisher:
         sock = socket.create_connection((plan.host, plan.port), timeout=plan.connect_timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if plan.tls is not None:
+            try:
+                sock = plan.tls.context(plan.host).wrap_socket(sock, server_hostname=plan.host)
+            except OSError:
+                sock.close()
+                raise
         client_id = f"infoscreen-loadgen-{secrets.token_hex(4)}-{plan.index}"
         sock.sendall(encode_connect(client_id, plan.username, plan.password))
         first, body = _read_packet(sock)
@@ -368,9 +400,11 @@ class Publisher:
         self._last_write = time.monotonic()
 
     def _read(self, timeout: float) -> None:
-        readable, _, _ = select.select([self.sock], [], [], timeout)
-        if not readable:
-            return
+        # TLS: decrypted bytes may wait in the SSL object, where select() does not see them.
+        if not (self.plan.tls and self.sock.pending()):
+            readable, _, _ = select.select([self.sock], [], [], timeout)
+            if not readable:
+                return
         data = self.sock.recv(65536)
         if not data:
             raise LoadError("the broker closed the connection")
@@ -493,8 +527,11 @@ def run_load(
     connect_timeout: float = 10.0,
     drain_timeout: float = 5.0,
     stop: threading.Event | None = None,
+    tls: TlsOptions | None = None,
 ) -> LoadResult:
     """Publish `rate` messages/s in total for `duration` s, cycling over client ids and kinds.
+
+    With `tls`, every connection speaks TLS (1.2 or newer) and verifies the broker.
 
     Raises LoadError when a connection is refused or lost. `stop` ends the run early.
     """
@@ -517,6 +554,7 @@ def run_load(
             window=window,
             connect_timeout=connect_timeout,
             drain_timeout=drain_timeout,
+            tls=tls,
         )
         for i in range(connections)
     ]

@@ -93,10 +93,82 @@ def test_device_add_refuses_a_short_password(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "passwd").exists()
 
 
-def test_broker_config_refuses_a_plain_listener_off_loopback(tmp_path, capsys, monkeypatch):
+def _broker_certs(broker_dir):
+    from mosquitto.certs import init_ca, issue_server
+
+    init_ca(broker_dir / "certs")
+    issue_server(broker_dir / "certs", dns_names=["localhost"], ips=["127.0.0.1"])
+
+
+def _listeners(conf: str) -> list[list[str]]:
+    """Each listener block of a mosquitto.conf, as its lines."""
+    blocks = conf.split("\nlistener ")[1:]
+    return [("listener " + block).split("\n\n")[0].splitlines() for block in blocks]
+
+
+def test_broker_config_writes_a_tls_listener_by_default(tmp_path, monkeypatch):
     monkeypatch.setenv("BROKER_DIR", str(tmp_path))
-    assert main(["broker", "config", "--address", "0.0.0.0"]) == 2
+    _broker_certs(tmp_path)
+    assert main(["broker", "config"]) == 0
+    listeners = _listeners((tmp_path / "mosquitto.conf").read_text())
+    assert len(listeners) == 1
+    tls = listeners[0]
+    assert tls[0] == "listener 8883 0.0.0.0"
+    assert "allow_anonymous false" in tls and "tls_version tlsv1.2" in tls
+    assert f"cafile {(tmp_path / 'certs' / 'ca-bundle.crt').resolve()}" in tls
+    assert f"keyfile {(tmp_path / 'certs' / 'server.key').resolve()}" in tls
+    assert any(line.startswith("password_file ") for line in tls)
+    assert "require_certificate true" not in tls
+
+
+def test_broker_config_adds_a_mutual_tls_listener_for_devices(tmp_path, monkeypatch):
+    monkeypatch.setenv("BROKER_DIR", str(tmp_path))
+    monkeypatch.setenv("BROKER_MTLS_PORT", "8884")
+    _broker_certs(tmp_path)
+    assert main(["broker", "config"]) == 0
+    tls, mtls = _listeners((tmp_path / "mosquitto.conf").read_text())
+    assert mtls[0] == "listener 8884 0.0.0.0"
+    assert "require_certificate true" in mtls and "use_identity_as_username true" in mtls
+    assert "allow_anonymous false" in mtls
+    assert not any(line.startswith("password_file ") for line in mtls)
+
+
+def test_broker_config_adds_a_plain_listener_only_with_the_loopback_switch(tmp_path,
+                                                                            monkeypatch):
+    monkeypatch.setenv("BROKER_DIR", str(tmp_path))
+    _broker_certs(tmp_path)
+    assert main(["broker", "config"]) == 0
+    assert len(_listeners((tmp_path / "mosquitto.conf").read_text())) == 1
+    monkeypatch.setenv("MQTT_PLAIN_LISTENER", "loopback")
+    assert main(["broker", "config"]) == 0
+    tls, plain = _listeners((tmp_path / "mosquitto.conf").read_text())
+    assert plain[0] == "listener 1883 127.0.0.1"
+    assert "allow_anonymous false" in plain
+    assert not any(line.startswith("certfile") for line in plain)
+
+
+def test_it_rejects_a_plain_listener_off_loopback(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("BROKER_DIR", str(tmp_path))
+    monkeypatch.setenv("MQTT_PLAIN_LISTENER", "loopback")
+    _broker_certs(tmp_path)
+    assert main(["broker", "config", "--plain-address", "0.0.0.0"]) == 2
     assert "loopback" in capsys.readouterr().err
+    assert not (tmp_path / "mosquitto.conf").exists()
+
+
+def test_it_rejects_an_unknown_plain_listener_setting(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("BROKER_DIR", str(tmp_path))
+    monkeypatch.setenv("MQTT_PLAIN_LISTENER", "network")
+    assert main(["broker", "config"]) == 2
+    assert "MQTT_PLAIN_LISTENER" in capsys.readouterr().err
+
+
+def test_it_rejects_a_broker_config_without_certificates_and_says_how_to_make_them(
+        tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("BROKER_DIR", str(tmp_path))
+    assert main(["broker", "config"]) == 2
+    err = capsys.readouterr().err
+    assert "infoscreen certs init-ca" in err and "infoscreen certs issue-server" in err
     assert not (tmp_path / "mosquitto.conf").exists()
 
 

@@ -40,12 +40,31 @@ def test_services_start_in_order_and_report_health():
         assert "healthcheck" in services[name], name
 
 
-def test_the_broker_files_are_mounted_read_only_and_ports_stay_on_loopback():
+def test_the_broker_files_are_mounted_read_only_and_only_tls_leaves_loopback():
     broker = COMPOSE["services"]["mosquitto"]
+    # mosquitto.conf, passwd, acl and certs/ live in this folder.
     assert "./var/compose/broker:/mosquitto/broker:ro" in broker["volumes"]
+    assert "/dev/null:/mosquitto/broker/certs/ca.key:ro" in broker["volumes"]  # CA key stays
+    for volume in broker["volumes"]:
+        if volume.startswith("./"):
+            assert volume.endswith(":ro"), volume
+    assert broker["ports"] == ["8883:8883"]  # the TLS listener, for devices on the network
     for name, service in COMPOSE["services"].items():
         for port in service.get("ports", []):
-            assert port.startswith("127.0.0.1:"), name
+            assert port.startswith("127.0.0.1:") or port == "8883:8883", name
+
+
+def test_app_services_talk_tls_to_the_broker_and_trust_the_mounted_ca_bundle():
+    for name in APP:
+        service = COMPOSE["services"][name]
+        env = service["environment"]
+        assert env["MQTT_TLS_ENABLED"] == "true" and env["MQTT_PORT"] == "8883"
+        assert env["MQTT_HOST"] == "mosquitto"
+        assert "MQTT_TLS_INSECURE" not in env
+        mounts = {v.split(":")[1]: v for v in service["volumes"]}
+        bundle = mounts[env["MQTT_TLS_CA_CERT"]]
+        assert bundle == f"./var/compose/broker/certs/ca-bundle.crt:{env['MQTT_TLS_CA_CERT']}:ro"
+        assert not any("ca.key" in v or v.endswith("/certs:ro") for v in service["volumes"])
 
 
 def test_the_commands_the_services_run_exist(capsys):
@@ -63,11 +82,42 @@ def test_compose_init_writes_every_mounted_file(tmp_path, monkeypatch):
     for secret in COMPOSE["secrets"].values():
         path = tmp_path / secret["file"]
         assert path.exists() and path.stat().st_mode & 0o777 == 0o600, path
+    for service in COMPOSE["services"].values():
+        for volume in service.get("volumes", []):
+            if volume.startswith("./"):
+                assert (tmp_path / volume.split(":")[0]).exists(), volume
     conf = (tmp_path / "var/compose/broker/mosquitto.conf").read_text()
     assert "password_file /mosquitto/broker/passwd" in conf
-    assert "listener 1883 0.0.0.0" in conf and "allow_anonymous false" in conf
+    assert "listener 8883 0.0.0.0" in conf and "allow_anonymous false" in conf
+    assert "certfile /mosquitto/broker/certs/server.crt" in conf
+    assert "cafile /mosquitto/broker/certs/ca-bundle.crt" in conf
+    assert "tls_version tlsv1.2" in conf
+    assert "listener 1883" not in conf  # no plain listener
     assert "pid_file /mosquitto/broker/data/mosquitto.pid" in conf  # not in the read-only mount
     first = (tmp_path / "var/compose/secrets/mqtt_password").read_text()
     assert main(["compose", "init"]) == 0  # again: secrets are kept
     assert (tmp_path / "var/compose/secrets/mqtt_password").read_text() == first
     assert os.stat(tmp_path / "var/compose/broker/passwd").st_mode & 0o777 == 0o600
+    assert os.stat(tmp_path / "var/compose/broker/certs/server.key").st_mode & 0o777 == 0o600
+
+
+def test_compose_init_issues_the_server_certificate_for_the_names_devices_use(tmp_path,
+                                                                              monkeypatch):
+    from mosquitto.certs import load_cert, san_strings
+
+    monkeypatch.chdir(tmp_path)
+    server = tmp_path / "var/compose/broker/certs/server.crt"
+    assert main(["compose", "init", "--dns", "broker.example.org"]) == 0
+    assert {"mosquitto", "localhost", "broker.example.org", "127.0.0.1"} <= set(
+        san_strings(load_cert(server)))
+    ca = (tmp_path / "var/compose/broker/certs/ca.crt").read_bytes()
+    assert main(["compose", "init", "--ip", "192.0.2.10"]) == 0  # a name is never dropped
+    assert {"broker.example.org", "192.0.2.10"} <= set(san_strings(load_cert(server)))
+    assert (tmp_path / "var/compose/broker/certs/ca.crt").read_bytes() == ca  # the CA stays
+
+
+def test_compose_init_can_add_a_mutual_tls_listener(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["compose", "init", "--mtls-port", "8884"]) == 0
+    conf = (tmp_path / "var/compose/broker/mosquitto.conf").read_text()
+    assert "listener 8884 0.0.0.0" in conf and "require_certificate true" in conf

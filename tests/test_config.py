@@ -107,3 +107,75 @@ def test_every_setting_is_documented_in_env_example():
         assert f"\n{field.alias}=" in text, field.alias
     for name in SECRET_NAMES:
         assert f"{name}_FILE" in text, name
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    from mosquitto.certs import init_ca, issue_client
+
+    directory = tmp_path_factory.mktemp("pki")
+    init_ca(directory)
+    issued = issue_client(directory, "3fa85f64-5717-4562-b3fc-2c963f66afa6")
+    return directory / "ca-bundle.crt", issued.cert_path, issued.key_path
+
+
+def test_tls_is_off_by_default_and_reads_its_files(tmp_path, pki):
+    assert not load({}, tmp_path).mqtt_tls_enabled
+    ca, cert, key = pki
+    settings = load({"MQTT_TLS_ENABLED": "true", "MQTT_TLS_CA_CERT": str(ca),
+                     "MQTT_TLS_CERTFILE": str(cert), "MQTT_TLS_KEYFILE": str(key)}, tmp_path)
+    assert settings.mqtt_tls_enabled and settings.mqtt_tls_ca_cert == str(ca)
+    assert (settings.mqtt_tls_certfile, settings.mqtt_tls_keyfile) == (str(cert), str(key))
+
+
+def test_it_rejects_a_ca_file_that_is_not_a_certificate(tmp_path):
+    junk = tmp_path / "ca.crt"
+    junk.write_text("not a certificate")
+    with pytest.raises(ConfigError, match="MQTT_TLS_CA_CERT: not a PEM"):
+        load({"MQTT_TLS_ENABLED": "true", "MQTT_TLS_CA_CERT": str(junk)}, tmp_path)
+
+
+def test_it_rejects_a_key_that_does_not_fit_the_client_certificate(tmp_path, pki):
+    from mosquitto.certs import issue_client
+
+    _, cert, _ = pki
+    other = issue_client(pki[0].parent, "9b2c1f3e-0d4a-4e7b-8c6f-1a2b3c4d5e6f")
+    with pytest.raises(ConfigError, match="MQTT_TLS_CERTFILE/MQTT_TLS_KEYFILE"):
+        load({"MQTT_TLS_ENABLED": "true", "MQTT_TLS_CERTFILE": str(cert),
+              "MQTT_TLS_KEYFILE": str(other.key_path)}, tmp_path)
+
+
+@pytest.mark.parametrize("name", ["MQTT_TLS_CA_CERT", "MQTT_TLS_CERTFILE", "MQTT_TLS_KEYFILE"])
+def test_it_rejects_a_tls_file_that_does_not_exist(tmp_path, name):
+    other = tmp_path / "exists.pem"
+    other.write_text("x")
+    env = {"MQTT_TLS_ENABLED": "true", "MQTT_TLS_CERTFILE": str(other),
+           "MQTT_TLS_KEYFILE": str(other), name: str(tmp_path / "missing.pem")}
+    with pytest.raises(ConfigError, match=f"{name}: no such file"):
+        load(env, tmp_path)
+
+
+@pytest.mark.parametrize("given", ["MQTT_TLS_CERTFILE", "MQTT_TLS_KEYFILE"])
+def test_it_rejects_a_client_certificate_without_its_key_or_the_other_way(tmp_path, given):
+    path = tmp_path / "one.pem"
+    path.write_text("x")
+    with pytest.raises(ConfigError, match="MQTT_TLS_CERTFILE and MQTT_TLS_KEYFILE"):
+        load({"MQTT_TLS_ENABLED": "true", given: str(path)}, tmp_path)
+
+
+def test_it_rejects_insecure_tls_in_production(tmp_path):
+    env = {"INFOSCREEN_ENV": "production", "MQTT_USER": "svc", "MQTT_PASSWORD": STRONG,
+           "SECRET_KEY": STRONG, "MQTT_TLS_ENABLED": "true", "MQTT_TLS_INSECURE": "true"}
+    with pytest.raises(ConfigError, match="MQTT_TLS_INSECURE.*production"):
+        load(env, tmp_path)
+    assert load({**env, "INFOSCREEN_ENV": "development"}, tmp_path).mqtt_tls_insecure
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("MQTT_TLS_ENABLED", "maybe"), ("MQTT_PLAIN_LISTENER", "network"),
+     ("BROKER_TLS_PORT", "0"), ("BROKER_MTLS_PORT", "70000")],
+)
+def test_it_rejects_invalid_tls_and_broker_settings(tmp_path, name, value):
+    with pytest.raises(ConfigError, match=name):
+        load({name: value}, tmp_path)

@@ -57,6 +57,15 @@ def test_dev_runs_the_stack_with_simulated_screens_and_ctrl_c_stops_it(tmp_path)
         assert all(settings.get(name) for name in REQUIRED), settings.keys()
         assert (tmp_path / "var" / "dev.env").stat().st_mode & 0o777 == 0o600
         assert settings["INFOSCREEN_URL"] == f"http://127.0.0.1:{web_port}"
+        # TLS by default: every process of the stack trusts our CA; no plain listener.
+        assert settings["MQTT_TLS_ENABLED"] == "true"
+        assert settings["MQTT_PORT"] == str(mqtt_port)
+        assert (tmp_path / settings["MQTT_TLS_CA_CERT"]).is_file()
+        conf = (tmp_path / "var" / "mosquitto" / "mosquitto.conf").read_text()
+        block = conf.split(f"listener {mqtt_port} 127.0.0.1")[1].split("\n\n")[0]
+        assert "certfile " in block and "tls_version tlsv1.2" in block
+        assert conf.count("\nlistener ") == 1 and "certfile " in conf
+        assert "require_certificate" not in conf
         wait_until(lambda: healthy(settings["INFOSCREEN_URL"]), timeout=30, message="/healthz")
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
