@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import ROOT, Database  # noqa: E402
+from bench.harness import ROOT, Database, web_up  # noqa: E402
 from core.clock import utc_now  # noqa: E402
 from core.db import make_engine, make_session_factory  # noqa: E402
 from core.models import Client  # noqa: E402
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             [sys.executable, "-m", "infoscreen", "serve", "--bind", f"127.0.0.1:{port}",
              "--workers", str(args.workers)],
             env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: _up(port), timeout=30, message="the web server")
+        wait_until(lambda: web_up(port), timeout=30, message="the web server")
         results = {}
         for name, path in ENDPOINTS.items():
             measure(port, path, token, argparse.Namespace(requests=args.concurrency * 5,
@@ -172,14 +172,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"recorded in {path.relative_to(ROOT)}")
     return 0
 
-
-def _up(port: int) -> bool:
-    try:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-        conn.request("GET", "/healthz")
-        return conn.getresponse().status == 200
-    except OSError:
-        return False
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ from paho.mqtt.packettypes import PacketTypes  # noqa: E402
 from paho.mqtt.properties import Properties  # noqa: E402
 from sqlalchemy import func, insert, select  # noqa: E402
 
-from bench.harness import ROOT, Database, start_broker  # noqa: E402
+from bench.harness import ROOT, Database, start_broker, web_up  # noqa: E402
 from core.clock import utc_now  # noqa: E402
 from core.commands import command_payload  # noqa: E402
 from core.config import Settings  # noqa: E402
@@ -157,14 +157,6 @@ def _logs_in(broker: TestBroker, login: Login) -> bool:
         client.disconnect()
         client.loop_stop()
 
-
-def _web_up(port: int) -> bool:
-    try:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-        conn.request("GET", "/healthz")
-        return conn.getresponse().status == 200
-    except OSError:
-        return False
 
 
 def web_publishers(broker: TestBroker) -> int:
@@ -519,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
                     "--crash-rate", "0", "--service-failed-rate", "0")
         engine = make_engine(database.url)
         sessions = make_session_factory(engine)
-        wait_until(lambda: _web_up(port), timeout=60, interval=0.2, message="the web server")
+        wait_until(lambda: web_up(port), timeout=60, interval=0.2, message="the web server")
 
         def registered() -> bool:
             stack.check_running()

@@ -3,6 +3,7 @@ a fresh database, pipeline processes and their Prometheus counters. Loopback onl
 
 from __future__ import annotations
 
+import http.client
 import os
 import subprocess
 import sys
@@ -147,3 +148,13 @@ def pipelines(broker: TestBroker, database: Database) -> dict[str, Pipeline]:
             listener_port,
         ),
     }
+
+
+def web_up(port: int) -> bool:
+    """Whether the web server on this loopback port answers /healthz."""
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        conn.request("GET", "/healthz")
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
