@@ -409,6 +409,14 @@ class Publisher:
         if not data:
             raise LoadError("the broker closed the connection")
         self._buffer += data
+        # TLS: recv() returns one record at most, and the broker sends each PUBACK in its own
+        # record; take every record that has already arrived, or acks trail at one per slice.
+        while self.plan.tls and (self.sock.pending()
+                                 or select.select([self.sock], [], [], 0)[0]):
+            data = self.sock.recv(65536)
+            if not data:
+                raise LoadError("the broker closed the connection")
+            self._buffer += data
         self._handle_packets()
 
     def _handle_packets(self) -> None:
