@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -34,10 +35,9 @@ class CommandDispatcher:
         topic = device_topic(self.prefix, command.client_uuid, "commands")
         command_id = command.id
 
-        def on_puback(ok: bool) -> None:
+        def on_puback(ok: bool, at: datetime) -> None:
             if not ok:
                 return  # still queued: the scheduler publishes it again
-            at = self.clock()
             with self.session_factory() as session, session.begin():
                 commands.mark_sent(session, command_id, at)
 

@@ -1,7 +1,7 @@
 """A long-lived publishing connection for the server and the scheduler.
 
 `publish(...)` never blocks on the broker: it hands the message to paho and returns. When the
-broker acknowledges a QoS 1 message (PUBACK), the caller's `on_puback(ok)` runs on the
+broker acknowledges a QoS 1 message (PUBACK), the caller's `on_puback(ok, at)` runs on the
 publisher's own worker thread, never on paho's network thread, so it may write to the
 database. A message the broker refuses (reason code >= 0x80) reports ok=False.
 """
@@ -12,27 +12,32 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from core.clock import Clock, utc_now
 from core.config import Settings
 from mqtt_client import connect_async, service_client
 
 log = logging.getLogger(__name__)
 
-OnPuback = Callable[[bool], None]
+# (acknowledged?, when the PUBACK arrived: read on paho's thread, not when the callback runs)
+OnPuback = Callable[[bool, datetime], None]
 _STOP = object()
 
 
 class Publisher:
-    def __init__(self, client: mqtt.Client):
+    def __init__(self, client: mqtt.Client, *, clock: Clock = utc_now):
         self.client = client
+        self.clock = clock
         self._lock = threading.Lock()
         self._waiting: dict[int, OnPuback] = {}  # mid -> callback
-        self._early: dict[int, bool] = {}  # PUBACKs that beat the bookkeeping of their mid
+        # PUBACKs that beat the bookkeeping of their mid: (ok, when)
+        self._early: dict[int, tuple[bool, datetime]] = {}
         self._connected = threading.Event()
         self._work: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._worker = threading.Thread(target=self._run_callbacks, daemon=True,
@@ -83,7 +88,7 @@ class Publisher:
             if early is None:
                 self._waiting[info.mid] = callback
         if early is not None:
-            self._work.put((callback, early))
+            self._work.put((callback, *early))
         return True
 
     def in_flight(self) -> int:
@@ -112,32 +117,34 @@ class Publisher:
         # publish again what they still see as undelivered.
         with self._lock:
             lost, self._waiting = self._waiting, {}
+        now = self.clock()
         for callback in lost.values():
-            self._work.put((callback, False))
+            self._work.put((callback, False, now))
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any,
                     properties: Any) -> None:
         ok = not getattr(reason_code, "is_failure", False)
+        at = self.clock()
         if not ok:
             log.error("broker refused message %d: %s", mid, reason_code)
         with self._lock:
             callback = self._waiting.pop(mid, None)
             if callback is None:
-                self._early[mid] = ok
+                self._early[mid] = (ok, at)
                 return
-        self._work.put((callback, ok))
+        self._work.put((callback, ok, at))
 
     def _run_callbacks(self) -> None:
         while True:
             item = self._work.get()
             if item is _STOP:
                 return
-            callback, ok = item
+            callback, ok, at = item
             try:
-                callback(ok)
+                callback(ok, at)
             except Exception:
                 log.exception("PUBACK callback failed")
 
 
-def _ignore(ok: bool) -> None:
+def _ignore(ok: bool, at: datetime) -> None:
     pass

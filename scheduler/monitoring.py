@@ -63,7 +63,7 @@ class _InFlight:
             self._sent.pop(key, None)
 
     def callback(self, key: Any, value: Any = None):
-        def on_puback(ok: bool) -> None:
+        def on_puback(ok: bool, at: datetime | None = None) -> None:
             with self._lock:
                 self._sent.pop(key, None)
                 if ok:
