@@ -16,7 +16,6 @@ import http.client
 import json
 import multiprocessing
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import ROOT, Database, web_up  # noqa: E402
+from bench.harness import ROOT, Database, run_facts, web_up  # noqa: E402
 from core.clock import utc_now  # noqa: E402
 from core.db import make_engine, make_session_factory  # noqa: E402
 from core.models import Client  # noqa: E402
@@ -155,10 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             database.drop()
     reference = results["reference /healthz"]["p95_ms"]
     summary = {
-        "command": command,
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}",
+        **run_facts(command),
         "clients": args.clients, "concurrency": args.concurrency,
         "gunicorn_workers": args.workers, "results": results,
         "p95_ratio_to_reference": {name: round(r["p95_ms"] / reference, 2)

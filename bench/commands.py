@@ -38,7 +38,6 @@ import http.client
 import json
 import multiprocessing
 import os
-import platform
 import re
 import shlex
 import shutil
@@ -61,7 +60,7 @@ from paho.mqtt.packettypes import PacketTypes  # noqa: E402
 from paho.mqtt.properties import Properties  # noqa: E402
 from sqlalchemy import func, insert, select  # noqa: E402
 
-from bench.harness import ROOT, Database, start_broker, web_up  # noqa: E402
+from bench.harness import ROOT, Database, run_facts, start_broker, web_up  # noqa: E402
 from core.clock import utc_now  # noqa: E402
 from core.commands import command_payload  # noqa: E402
 from core.config import Settings  # noqa: E402
@@ -564,10 +563,7 @@ def main(argv: list[str] | None = None) -> int:
 
     figures = report(references, system, args.screens)
     summary = {
-        "command": command,
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}",
+        **run_facts(command),
         "load_average_before": [round(v, 2) for v in load_before],
         "screens": args.screens, "concurrency": args.concurrency,
         "simulator_processes": args.processes, "simulator_speed": args.speed,

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import http.client
 import os
+import platform
 import subprocess
 import sys
 import tempfile
 import urllib.request
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
@@ -158,3 +160,13 @@ def web_up(port: int) -> bool:
         return conn.getresponse().status == 200
     except OSError:
         return False
+
+
+def run_facts(command: str) -> dict[str, str]:
+    """What every recorded result starts with: the command, when, and on what machine."""
+    return {
+        "command": command,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
+    }

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import sqlite3
 import sys
@@ -47,6 +46,7 @@ from bench.harness import (  # noqa: E402
     Pipeline,
     load_tls,
     pipelines,
+    run_facts,
     start_broker,
     start_tls_broker,
 )
@@ -289,10 +289,7 @@ def report(results: dict[str, PipelineResult], args: argparse.Namespace, command
     ratio = listener.max_sustained / reference.max_sustained if reference.max_sustained else None
     at_5000 = listener.at(5000)
     summary = {
-        "command": command,
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}",
+        **run_facts(command),
         "database": args.database,
         "clients": args.clients,
         "step_seconds": args.step_seconds,
@@ -319,10 +316,7 @@ def report_tls(results: dict[str, PipelineResult], args: argparse.Namespace,
     ratio = tls.max_sustained / plain.max_sustained if plain.max_sustained else None
     plain_5000, tls_5000 = plain.at(5000), tls.at(5000)
     summary = {
-        "command": command,
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}",
+        **run_facts(command),
         "database": args.database,
         "clients": args.clients,
         "step_seconds": args.step_seconds,

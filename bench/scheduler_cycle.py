@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shlex
 import statistics
 import sys
@@ -33,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import text, update  # noqa: E402
 
-from bench.harness import ROOT, Database, start_broker  # noqa: E402
+from bench.harness import ROOT, Database, run_facts, start_broker  # noqa: E402
 from core.clock import utc_now  # noqa: E402
 from core.config import Settings  # noqa: E402
 from core.db import make_engine, make_session_factory  # noqa: E402
@@ -185,10 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         broker.remove()
 
     summary = {
-        "command": command,
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}",
+        **run_facts(command),
         "clients": args.clients, "historic_commands": args.commands, "cycles": args.cycles,
         "cycle_ms": {"p50": round(statistics.median(cycles) * 1000, 1),
                      "max": round(max(cycles) * 1000, 1)},
