@@ -11,7 +11,7 @@ import logging
 import math
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from core.config import Settings
 from core.db import dialect_insert
-from core.events import new_event
+from core.events import insert_events, new_event
 from core.fleet import UnknownClient
 from core.models import (
     COMMAND_ACTIONS,
@@ -325,13 +325,13 @@ class Ack:
 class AckResult:
     applied: int = 0
     ignored: int = 0  # duplicates and late acks: nothing to change
-    unknown: list[Ack] | None = None
+    unknown: list[Ack] = field(default_factory=list)
 
 
 def apply_acks(session: Session, acks: Sequence[Ack]) -> AckResult:
     """Move commands forward by their acks, in arrival order. Acks for commands we do not
     know, or that belong to another client, are returned as `unknown` for counting."""
-    result = AckResult(unknown=[])
+    result = AckResult()
     ids = list({a.command_id for a in acks})
     commands = {
         c.id: c
@@ -411,11 +411,9 @@ def sweep_expired_commands(session: Session, now: datetime) -> bool:
             {"command_id": r.id, "state": final, "at": now, "source": "sweep", "details": None}
             for r in rows
         ])
-        session.execute(insert(Event), [
-            {"type": f"command_{final}", "severity": "warning", "client_uuid": r.client_uuid,
-             "occurred_at": now, "delivered_at": None,
-             "details": {"commandId": r.id, "action": r.action, "requestedBy": r.requested_by}}
+        insert_events(session, f"command_{final}", "warning", now, (
+            (r.client_uuid, {"commandId": r.id, "action": r.action, "requestedBy": r.requested_by})
             for r in rows
-        ])
+        ))
         log.info("sweep: %d commands %s", len(rows), final)
     return full

@@ -303,7 +303,7 @@ def _apply_acks(session: Session, messages: Sequence[Message], result: BatchResu
         for m in messages
     ])
     result.acks = outcome.applied
-    unknown = outcome.unknown or []
+    unknown = outcome.unknown
     result.unknown_commands = len(unknown)
     for ack in unknown:
         log.warning("ack %s from client %s names an unknown command %s",

@@ -218,7 +218,6 @@ class AuditEntry(Base):
 
 # Command states (DESIGN.md §5). Open states may still move; the rest are final.
 OPEN_COMMAND_STATES = ("queued", "sent", "accepted", "execution_started")
-FINAL_COMMAND_STATES = ("completed", "failed", "expired", "timed_out", "cancelled")
 COMMAND_ACTIONS = ("reboot_host", "shutdown_host", "restart_app")
 _OPEN_SQL = "state IN ('queued', 'sent', 'accepted', 'execution_started')"
 

@@ -687,7 +687,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="EC P-256 or RSA 3072 "
                        + ("(default ec)" if default else "(default: as before)"))
 
-    from mosquitto.certs import CA_COMMON_NAME, CA_DAYS, CLIENT_DAYS, SERVER_DAYS
+    from mosquitto.cert_defaults import CA_COMMON_NAME, CA_DAYS, CLIENT_DAYS, SERVER_DAYS
 
     x = certs_action("init-ca", cmd_certs_init_ca, "create the CA (once)",
                      "Create the CA that signs the broker's and the devices' certificates: "

@@ -44,14 +44,16 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from core.clock import utc_now
 from core.contract import CLIENT_ID_RE
 from core.files import write_private
+from mosquitto.cert_defaults import (  # noqa: F401 - part of this module's interface
+    CA_COMMON_NAME,
+    CA_DAYS,
+    CLIENT_DAYS,
+    ERROR_DAYS,
+    KEY_TYPES,
+    SERVER_DAYS,
+    WARN_DAYS,
+)
 
-CA_DAYS = 3650
-SERVER_DAYS = 397
-CLIENT_DAYS = 825
-WARN_DAYS = 30
-ERROR_DAYS = 7
-KEY_TYPES = ("ec", "rsa")
-CA_COMMON_NAME = "Infoscreen fleet CA"
 ORGANIZATION = "Infoscreen"
 # Certificates start a little in the past: a device whose clock lags a few minutes behind
 # still accepts a certificate issued just now.

@@ -62,10 +62,9 @@ class Listener:
     comment: str
     tls: TlsFiles | None = None
     require_certificate: bool = False
-    allow_plain_on_network: bool = False  # compose: plain inside a private network only
 
     def __post_init__(self) -> None:
-        if self.tls is None and self.address not in LOOPBACK and not self.allow_plain_on_network:
+        if self.tls is None and self.address not in LOOPBACK:
             raise ConfigError(
                 f"a plain (non-TLS) listener is only allowed on loopback, not on {self.address}"
             )

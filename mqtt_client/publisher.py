@@ -91,10 +91,6 @@ class Publisher:
             self._work.put((callback, *early))
         return True
 
-    def in_flight(self) -> int:
-        with self._lock:
-            return len(self._waiting)
-
     def stop(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()

@@ -11,31 +11,22 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, insert, select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
-from core.models import Client, Event
+from core.events import insert_events
+from core.models import Client
 
 log = logging.getLogger(__name__)
 
 CHUNK = 5000  # clients changed per statement; a mass outage takes a few steps
 
 
-def _events(session: Session, rows: Any, type_: str, severity: str, now: datetime,
+def _events(session: Session, rows: list[Any], type_: str, severity: str, now: datetime,
             **details: Any) -> int:
-    rows = list(rows)
-    if rows:
-        session.execute(insert(Event), [
-            {"type": type_, "severity": severity, "client_uuid": r.uuid, "occurred_at": now,
-             "delivered_at": None, "details": {**details, **_extra(r)}}
-            for r in rows
-        ])
-    return len(rows)
-
-
-def _extra(row: Any) -> dict[str, Any]:
-    seen = getattr(row, "last_seen_at", None)
-    return {"lastSeenAt": seen.isoformat()} if seen else {}
+    return insert_events(session, type_, severity, now, (
+        (r.uuid, {**details, "lastSeenAt": r.last_seen_at.isoformat()}) for r in rows
+    ))
 
 
 def _move(session: Session, where: ColumnElement[bool], values: dict[str, Any]) -> list[Any]:
