@@ -152,6 +152,14 @@ def _conflict_updates(new: Any, keys: frozenset[str], live: bool, dialect: str) 
     return updates
 
 
+def _on_conflict(stmt: Any, updates: dict[str, Any]) -> Any:
+    # Rows that only register the client (a retained copy of a known client carries no field
+    # to update) insert or do nothing: an empty SET is invalid SQL and would fail the batch.
+    if not updates:
+        return stmt.on_conflict_do_nothing(index_elements=["uuid"])
+    return stmt.on_conflict_do_update(index_elements=["uuid"], set_=updates)
+
+
 def _upsert_clients(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """One upsert per group of rows that carry the same fields."""
     dialect = session.get_bind().dialect.name
@@ -166,8 +174,7 @@ def _upsert_clients(session: Session, rows: Sequence[dict[str, Any]]) -> None:
             continue
         stmt = sqlite.insert(table)
         updates = _conflict_updates(stmt.excluded, keys, live, dialect)
-        session.execute(stmt.on_conflict_do_update(index_elements=[table.c.uuid], set_=updates),
-                        group)
+        session.execute(_on_conflict(stmt, updates), group)
 
 
 # Postgres: the rows are streamed with COPY into a temporary table and upserted from there in
@@ -207,7 +214,7 @@ def _copy_upsert(session: Session, keys: frozenset[str], live: bool,
         columns, select(*(_STAGING.c[name] for name in columns))
     )
     updates = _conflict_updates(stmt.excluded, keys, live, "postgresql")
-    session.execute(stmt.on_conflict_do_update(index_elements=["uuid"], set_=updates))
+    session.execute(_on_conflict(stmt, updates))
 
 
 def _known_uuids(session: Session, uuids: list[str]) -> set[str]:

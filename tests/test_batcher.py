@@ -115,3 +115,20 @@ def test_acks_for_unknown_commands_are_counted_as_rejections(db):
     batcher.step()
     assert batcher.rejected["unknown_command"] == 1
     assert batcher.stored["command_ack"] == 1  # a valid message, stored as far as it goes
+
+
+def test_a_batch_of_retained_alerts_alone_is_stored_whole(db):
+    known = "00000000-0000-0000-0000-000000000001"
+    batcher = make(db, Clock(), batch_size=100)
+    batcher.put(heartbeat(1))
+    batcher.step(force=True)
+    failed = b'{"unit": "player.service", "failed_at": "2026-11-24T11:00:00Z"}'
+    for uuid in (known, "00000000-0000-0000-0000-000000000002"):
+        batcher.put(parse_message(f"infoscreen/{uuid}/service_failed", failed, NOW,
+                                  retained=True))
+    batcher.step(force=True)
+    with db.sessions() as session:
+        alerts = session.scalars(select(Client.uuid).where(Client.service_failed_at.is_not(None)))
+        assert len(list(alerts)) == 2
+        assert session.scalar(select(func.count()).select_from(IngestRejection)) == 0
+    assert batcher.rejected == {}

@@ -255,3 +255,15 @@ def test_an_older_service_failed_report_does_not_replace_a_newer_one(db):
     c = client(db)
     assert c.service_failed_at == datetime(2026, 11, 24, 12, 10, tzinfo=UTC)
     assert not c.service_failed_open
+
+
+def test_a_batch_of_only_retained_alerts_is_stored_for_known_and_unknown_clients(db):
+    write(db, msg("heartbeat", {}))  # SCREEN is known, OTHER is not
+    later = T0 + timedelta(minutes=5)
+    write(db, retained("service_failed", FAILED, later),
+          retained("service_failed", {**FAILED, "unit": "kiosk.service"}, later, uuid=OTHER))
+    assert client(db).service_failed_open and client(db).last_seen_at == T0
+    other = client(db, OTHER)
+    assert other.service_failed_open and other.service_failed_unit == "kiosk.service"
+    assert ("service_failed", SCREEN) in events(db) and ("service_failed", OTHER) in events(db)
+    assert count(db, IngestRejection) == 0
