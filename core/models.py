@@ -185,6 +185,19 @@ class User(Base):
     created_at: Mapped[datetime]
     last_login_at: Mapped[datetime | None]
     disabled_at: Mapped[datetime | None]
+    # In the session cookie; bumped on sign-out, password or role change and disable, so that
+    # every session signed in before ends at once.
+    session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class RateLimitCounter(Base):
+    """A fixed-window counter of the sign-in limits, shared by every web worker."""
+
+    __tablename__ = "rate_limit_counters"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime]
 
 
 class ApiToken(Base):
