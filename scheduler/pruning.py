@@ -9,7 +9,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from core.activity import prune_activity_before
-from core.models import ClientCommand, Event
+from core.models import ClientCommand, Event, RateLimitCounter
 
 log = logging.getLogger(__name__)
 
@@ -23,9 +23,19 @@ def _delete_chunk(session: Session, model, column, cutoff: datetime) -> int:
     ).rowcount
 
 
+def _delete_expired_counters(session: Session, now: datetime) -> int:
+    # An expired sign-in counter would only be restarted by its next hit; most never are.
+    keys = select(RateLimitCounter.key).where(RateLimitCounter.expires_at <= now).limit(CHUNK)
+    return session.execute(
+        delete(RateLimitCounter).where(RateLimitCounter.key.in_(keys))
+        .execution_options(synchronize_session=False)
+    ).rowcount
+
+
 class PruneHistory:
     """Activity buckets, fleet events and final commands (with their history) older than
-    their retention. True while a full chunk was deleted (more may be waiting)."""
+    their retention, and expired sign-in rate-limit counters. True while a full chunk was
+    deleted (more may be waiting)."""
 
     def __init__(self, *, activity_hours: int, event_days: int, command_days: int):
         self.activity = timedelta(hours=activity_hours)
@@ -39,6 +49,7 @@ class PruneHistory:
             # Only final commands have finished_at; open ones are never pruned.
             "commands": _delete_chunk(session, ClientCommand, ClientCommand.finished_at,
                                       now - self.commands),
+            "rate-limit counters": _delete_expired_counters(session, now),
         }
         if any(counts.values()):
             log.info("pruned %s", ", ".join(f"{n} {what}" for what, n in counts.items() if n))

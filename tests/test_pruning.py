@@ -13,6 +13,7 @@ from core.models import (
     ClientCommand,
     CommandTransition,
     Event,
+    RateLimitCounter,
 )
 from scheduler import pruning
 from scheduler.pruning import PruneHistory
@@ -90,6 +91,16 @@ def test_it_prunes_old_events_and_final_commands_with_their_history(db):
         assert session.scalars(select(Event.occurred_at)).all() == [NOW - timedelta(days=1)]
         assert sorted(session.scalars(select(ClientCommand.state))) == ["failed", "queued"]
     assert count(db, CommandTransition) == 2
+
+
+def test_it_prunes_expired_sign_in_counters_only(db):
+    with db.sessions() as session, session.begin():
+        for key, seconds in (("ended", -60), ("ending now", 0), ("live", 1)):
+            session.add(RateLimitCounter(key=key, count=3,
+                                         expires_at=NOW + timedelta(seconds=seconds)))
+    assert step(db) is False
+    with db.sessions() as session:
+        assert session.scalars(select(RateLimitCounter.key)).all() == ["live"]
 
 
 def test_the_retention_settings_reach_the_scheduler_job():
