@@ -146,7 +146,7 @@ def _logs_in(broker: TestBroker, login: Login) -> bool:
     connected = threading.Event()
     client.on_connect = lambda c, u, f, reason, p: reason.is_failure or connected.set()
     try:
-        client.connect(broker.host, broker.port, keepalive=10)
+        client.connect(broker.host, broker.port_for(login), keepalive=10)
     except OSError:
         return False
     client.loop_start()
@@ -507,7 +507,8 @@ def main(argv: list[str] | None = None) -> int:
         stack.start("simulate", "simulate", "--clients", str(args.screens),
                     "--credentials", str(workdir / "devices.json"),
                     "--processes", str(args.processes), "--speed", f"{args.speed:g}",
-                    "--crash-rate", "0", "--service-failed-rate", "0")
+                    "--crash-rate", "0", "--service-failed-rate", "0",
+                    MQTT_PORT=str(broker.device_port))  # screens log in on the devices' port
         engine = make_engine(database.url)
         sessions = make_session_factory(engine)
         wait_until(lambda: web_up(port), timeout=60, interval=0.2, message="the web server")

@@ -18,7 +18,9 @@ COMPOSE_DIR = Path("var/compose")
 SERVER_ACCOUNT = "infoscreen-server"  # MQTT_USER in docker-compose.yml
 BROKER_MOUNT = Path("/mosquitto/broker")  # where the broker container sees COMPOSE_DIR/broker
 BROKER_SERVICE = "mosquitto"  # the services reach the broker by its compose service name
-TLS_PORT = 8883
+TLS_PORT = 8883  # devices and monitors, published on the host
+SERVICE_PORT = 8885  # the services, on the compose network only
+GUARD_PLUGIN = Path("/mosquitto/plugins/infoscreen_guard.so")  # built by mosquitto/Dockerfile
 
 
 def _secret(path: Path, make) -> str:
@@ -71,7 +73,11 @@ def init_compose(args: argparse.Namespace, prefix: str) -> int:
     store = AccountStore(broker_dir, prefix)
     store.add(SERVER_ACCOUNT, "server", mqtt_password)
     tls = tls_files(cert_dir, seen_as=certs.CertStore.in_broker_dir(BROKER_MOUNT).directory)
-    listeners = [Listener(TLS_PORT, "0.0.0.0", "TLS: the services and the devices", tls=tls)]
+    listeners = [
+        Listener(SERVICE_PORT, "0.0.0.0", "TLS: the backend's services (not published)",
+                 tls=tls, services=True),
+        Listener(TLS_PORT, "0.0.0.0", "TLS: devices and monitors", tls=tls),
+    ]
     if args.mtls_port:
         listeners.append(Listener(args.mtls_port, "0.0.0.0", "mutual TLS: devices log in with "
                                   "their certificate (CN = uuid)", tls=tls,
@@ -84,6 +90,7 @@ def init_compose(args: argparse.Namespace, prefix: str) -> int:
             run_as_user=None,
             log_dest="stdout",
             mount_dir=BROKER_MOUNT,
+            guard_plugin=GUARD_PLUGIN,
         )
     )
     print(f"wrote secrets to {secrets_dir} and the broker's files to {broker_dir}")

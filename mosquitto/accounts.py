@@ -24,8 +24,12 @@ from pathlib import Path
 
 from core.contract import CLIENT_ID_RE, DEVICE_PUBLISH_SUFFIXES
 from core.files import write_private
+from mosquitto.config import DEVICE_PASSWORD_FILE, SERVICE_PASSWORD_FILE
 
 ROLES = ("server", "device", "monitor", "simulator")
+# Accounts that log in on the services' listener, with client ids of their own choosing; the
+# others log in on the device listeners, where the client id is the username.
+SERVICE_ROLES = frozenset({"server", "simulator"})
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 PBKDF2_ITERATIONS = 101  # mosquitto_passwd's default for $7$ hashes
 
@@ -86,7 +90,8 @@ class AccountStore:
         self.dir = Path(broker_dir)
         self.prefix = prefix
         self.registry = self.dir / "accounts.json"
-        self.password_file = self.dir / "passwd"
+        self.password_file = self.dir / DEVICE_PASSWORD_FILE
+        self.service_password_file = self.dir / SERVICE_PASSWORD_FILE
         self.acl_file = self.dir / "acl"
 
     def load(self) -> dict[str, Account]:
@@ -134,9 +139,12 @@ class AccountStore:
             "accounts": {a.username: {"role": a.role, "hash": a.password_hash} for a in ordered},
         }
         write_private(self.registry, json.dumps(registry, indent=1) + "\n")
-        write_private(
-            self.password_file, "".join(f"{a.username}:{a.password_hash}\n" for a in ordered)
-        )
+        for path, services in ((self.password_file, False),
+                               (self.service_password_file, True)):
+            write_private(path, "".join(
+                f"{a.username}:{a.password_hash}\n"
+                for a in ordered if (a.role in SERVICE_ROLES) == services
+            ))
         write_private(self.acl_file, render_acl(ordered, self.prefix))
 
 

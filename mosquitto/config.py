@@ -7,10 +7,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
+from mosquitto.guard import GuardBuildError, build_guard
+
 TEMPLATES = Path(__file__).parent / "templates"
+DEVICE_PASSWORD_FILE = "passwd"  # noqa: S105 - a file name: device and monitor accounts
+SERVICE_PASSWORD_FILE = "passwd-services"  # noqa: S105 - the backend's own accounts
 
 
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+# The largest message we accept is a screenshot: 2 MB of JPEG, base64 in a dashboard JSON, is
+# about 2.7 MB. A device sending a larger packet is disconnected by the broker.
+MAX_PACKET_BYTES = 4 * 1024 * 1024
+# What the broker holds for one client that is away or slow (the listener while it restarts):
+# 100,000 telemetry messages of about 1 KB fit, and one screenshot flood cannot fill memory.
+MAX_QUEUED_BYTES = 256 * 1024 * 1024
 
 
 class ConfigError(ValueError):
@@ -55,6 +66,12 @@ class Listener:
     - Mutual TLS (`tls` and `require_certificate`): for devices, whose certificate's CN (their
       uuid) is their username; no password.
     - Plain (`tls` None): only on loopback, for a staged migration or the tests.
+
+    A listener is for devices and monitors (the default) or for the backend's own services
+    (`services`). On a device listener a client's id is its username, whatever it sent, so no
+    login can take over another's connection or session, and shared subscriptions are refused
+    (the guard plugin). Only device and monitor accounts log in there. The services keep
+    their own stable client ids on theirs, where only service accounts log in.
     """
 
     port: int
@@ -62,6 +79,7 @@ class Listener:
     comment: str
     tls: TlsFiles | None = None
     require_certificate: bool = False
+    services: bool = False
 
     def __post_init__(self) -> None:
         if self.tls is None and self.address not in LOOPBACK:
@@ -70,6 +88,8 @@ class Listener:
             )
         if self.require_certificate and self.tls is None:
             raise ConfigError("a listener that requires client certificates needs TLS files")
+        if self.require_certificate and self.services:
+            raise ConfigError("the services' listener takes passwords, not client certificates")
 
 
 @dataclass(frozen=True)
@@ -77,11 +97,24 @@ class BrokerConfig:
     broker_dir: Path
     listeners: tuple[Listener, ...]
     max_queued_messages: int = 100_000
+    max_queued_bytes: int = MAX_QUEUED_BYTES
     max_inflight_messages: int = 1000
+    max_packet_bytes: int = MAX_PACKET_BYTES
     log_dest: str = "stderr"
     run_as_user: str | None = field(default_factory=getpass.getuser)
     # Where the broker sees broker_dir, when that differs (a container's mount point).
     mount_dir: Path | None = None
+    # Where the broker finds the guard plugin; None: build it into broker_dir/plugins.
+    guard_plugin: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not any(listener.services for listener in self.listeners):
+            raise ConfigError("the broker needs a listener for the services (services=True)")
+        if not any(not listener.services for listener in self.listeners):
+            raise ConfigError("the broker needs a listener for the devices")
+        ports = [listener.port for listener in self.listeners]
+        if len(set(ports)) != len(ports):
+            raise ConfigError(f"two listeners on one port: {ports}")
 
     @property
     def conf_file(self) -> Path:
@@ -96,7 +129,7 @@ def _template(name: str) -> Template:
     return Template((TEMPLATES / name).read_text(encoding="utf-8"))
 
 
-def _listener_lines(listener: Listener, broker_dir: Path) -> str:
+def _listener_lines(listener: Listener, broker_dir: Path, guard: Path) -> str:
     lines = [
         f"# {listener.comment}",
         f"listener {listener.port} {listener.address}",
@@ -108,7 +141,10 @@ def _listener_lines(listener: Listener, broker_dir: Path) -> str:
         # The certificate is the login: its CN (the device's uuid) is the username.
         lines += ["require_certificate true", "use_identity_as_username true"]
     else:
-        lines.append(f"password_file {broker_dir / 'passwd'}")
+        password_file = SERVICE_PASSWORD_FILE if listener.services else DEVICE_PASSWORD_FILE
+        lines.append(f"password_file {broker_dir / password_file}")
+    if not listener.services:
+        lines += ["use_username_as_clientid true", f"plugin {guard}"]
     if listener.tls is not None:
         lines += [
             f"cafile {listener.tls.cafile}",
@@ -121,7 +157,13 @@ def _listener_lines(listener: Listener, broker_dir: Path) -> str:
 
 def render_config(config: BrokerConfig) -> str:
     broker_dir = config.mount_dir or config.broker_dir.resolve()
-    listeners = "".join(_listener_lines(listener, broker_dir) for listener in config.listeners)
+    try:
+        guard = config.guard_plugin or build_guard(config.broker_dir.resolve() / "plugins")
+    except GuardBuildError as exc:
+        raise ConfigError(str(exc)) from exc
+    listeners = "".join(
+        _listener_lines(listener, broker_dir, guard) for listener in config.listeners
+    )
     return _template("mosquitto.conf.tmpl").substitute(
         data_dir=broker_dir / "data",
         # In a container the broker's folder is mounted read-only: the pid goes with the data.
@@ -129,7 +171,9 @@ def render_config(config: BrokerConfig) -> str:
         # Started as root, Mosquitto switches to this user; it must be able to read our 0600 files.
         user_line=f"user {config.run_as_user}" if config.run_as_user else "",
         max_queued_messages=config.max_queued_messages,
+        max_queued_bytes=config.max_queued_bytes,
         max_inflight_messages=config.max_inflight_messages,
+        max_packet_size=config.max_packet_bytes,
         log_dest=config.log_dest,
         listeners=listeners,
     )

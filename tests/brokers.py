@@ -25,26 +25,36 @@ from tests.helpers import free_port, wait_until
 class Login:
     username: str
     password: str
+    service: bool = False  # a server or simulator account: logs in on the services' listener
 
 
 @dataclass
 class TestBroker:
+    """`port` is the services' listener (server and simulator logins), `device_port` the
+    devices' and monitors' (client id = username, no shared subscriptions)."""
+
     directory: Path
     port: int = field(default_factory=free_port)
+    device_port: int = field(default_factory=free_port)
     host: str = "127.0.0.1"
     process: subprocess.Popen | None = None
-    server: Login = field(default_factory=lambda: Login("svc", generate_password()))
+    server: Login = field(default_factory=lambda: Login("svc", generate_password(), True))
     monitor: Login = field(default_factory=lambda: Login("mon", generate_password()))
-    simulator: Login = field(default_factory=lambda: Login("loadgen", generate_password()))
+    simulator: Login = field(default_factory=lambda: Login("loadgen", generate_password(), True))
     device_a: Login = field(default_factory=lambda: Login(str(uuid.uuid4()), generate_password()))
     device_b: Login = field(default_factory=lambda: Login(str(uuid.uuid4()), generate_password()))
 
     @property
     def config(self) -> BrokerConfig:
         return BrokerConfig(
-            self.directory, (Listener(self.port, "127.0.0.1", "tests"),),
+            self.directory,
+            (Listener(self.port, "127.0.0.1", "tests: services", services=True),
+             Listener(self.device_port, "127.0.0.1", "tests: devices and monitors")),
             log_dest=f"file {self.directory / 'mosquitto.log'}",
         )
+
+    def port_for(self, login: Login | None) -> int:
+        return self.port if login is not None and login.service else self.device_port
 
     def provision(self) -> None:
         AccountStore(self.directory).add_many(
@@ -102,8 +112,9 @@ class TestBroker:
 
 @dataclass
 class TlsTestBroker(TestBroker):
-    """The same logins behind TLS only, as in production: `port` is a TLS listener for
-    password logins, `mtls_port` a mutual-TLS listener where a device's certificate (CN = its
+    """The same logins behind TLS only, as in production: `port` (services) and
+    `device_port` (devices, monitors) are TLS listeners for password logins, `mtls_port` a
+    mutual-TLS listener where a device's certificate (CN = its
     uuid) is its login. Certificates come from mosquitto.certs in directory/certs: our CA, a
     server certificate for localhost and 127.0.0.1, and a client certificate for device_a."""
 
@@ -120,7 +131,10 @@ class TlsTestBroker(TestBroker):
         return BrokerConfig(
             self.directory,
             (
-                Listener(self.port, "127.0.0.1", "tests: TLS, passwords", tls=files),
+                Listener(self.port, "127.0.0.1", "tests: TLS, services", tls=files,
+                         services=True),
+                Listener(self.device_port, "127.0.0.1", "tests: TLS, devices and monitors",
+                         tls=files),
                 Listener(self.mtls_port, "127.0.0.1", "tests: mutual TLS, device certificates",
                          tls=files, require_certificate=True),
             ),

@@ -185,7 +185,7 @@ def test_an_acknowledged_alert_is_gone_at_the_broker_and_after_a_listener_restar
     probe = broker.client(broker.monitor)
     probe.on_message = lambda c, u, m: seen.append(m.payload)
     probe.on_subscribe = lambda c, u, mid, codes, p: subacks.append(mid)
-    probe.connect(broker.host, broker.port)
+    probe.connect(broker.host, broker.port_for(broker.monitor))
     probe.loop_start()
     probe.subscribe(f"infoscreen/{device}/service_failed", qos=1)
     # Retained messages follow their SUBACK: a second SUBACK means they would have come.

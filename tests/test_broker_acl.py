@@ -35,7 +35,7 @@ class Session:
         self.client.on_connect = lambda c, u, f, rc, p: self.connack.append(rc)
         self.client.on_publish = self._on_publish
         self.client.on_message = lambda c, u, m: self.received.append(m)
-        self.client.connect(broker.host, broker.port)
+        self.client.connect(broker.host, broker.port_for(login))
         self.client.loop_start()
         wait_until(lambda: self.connack, timeout=5, message="CONNACK")
 

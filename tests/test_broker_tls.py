@@ -137,7 +137,7 @@ def test_it_refuses_anonymous_clients(tls_broker):
 
 
 def test_it_refuses_a_wrong_password(tls_broker):
-    result = attempt(tls_broker.port, tls_broker.client_context(),
+    result = attempt(tls_broker.device_port, tls_broker.client_context(),
                      username=tls_broker.device_a.username, password="not-the-password")
     assert result.error is None and result.connack in LOGIN_REFUSED
 
@@ -189,7 +189,7 @@ def test_it_refuses_a_client_certificate_without_client_auth(tls_broker, issuer,
     assert_certificate_refused(tls_broker, cert, key, "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE")
 
 
-@pytest.mark.parametrize("listener", ["port", "mtls_port"])
+@pytest.mark.parametrize("listener", ["port", "device_port", "mtls_port"])
 def test_it_refuses_plain_tcp_on_a_tls_port(tls_broker, listener):
     result = attempt(getattr(tls_broker, listener), None, **as_server(tls_broker))
     assert result.connack is None
@@ -204,6 +204,9 @@ class MutualTls:
 
     def __init__(self, broker: TlsTestBroker):
         self.broker, self.host, self.port = broker, broker.host, broker.mtls_port
+
+    def port_for(self, _login: Login | None) -> int:
+        return self.port
 
     def client(self, login: Login | None):
         assert login is not None
@@ -286,7 +289,7 @@ def test_a_monitor_cannot_publish_anything(tls_broker, connect):
 
 def mosquitto_sub(broker: TlsTestBroker, *tls_options: str, wait: int) -> list[str]:
     return [
-        "stdbuf", "-oL", "mosquitto_sub", "-h", "localhost", "-p", str(broker.port),
+        "stdbuf", "-oL", "mosquitto_sub", "-h", "localhost", "-p", str(broker.device_port),
         "-V", "mqttv5", "-u", broker.monitor.username, "-P", broker.monitor.password,
         "-t", "infoscreen/monitoring/events", "-C", "1", "-W", str(wait), *tls_options,
     ]

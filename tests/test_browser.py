@@ -141,7 +141,7 @@ class AckingScreen:
         self.uuid = broker.device_b.username
         self.client = broker.client(broker.device_b)
         self.client.on_message = self.on_message
-        self.client.connect(broker.host, broker.port)
+        self.client.connect(broker.host, broker.port_for(broker.device_b))
         self.client.subscribe(f"infoscreen/{self.uuid}/commands", qos=1)
         self.client.loop_start()
 

@@ -65,7 +65,7 @@ class DeviceInbox:
         self.client = broker.client(login)
         self.client.on_message = lambda c, u, m: self.messages.append(m)
         self.client.on_subscribe = lambda *a: self.subscribed.set()
-        self.client.connect(broker.host, broker.port)
+        self.client.connect(broker.host, broker.port_for(login))
         self.client.subscribe(f"infoscreen/{self.uuid}/commands", qos=1)
         self.client.loop_start()
         wait_until(self.subscribed.is_set, timeout=5, message="device subscribed")

@@ -58,13 +58,25 @@ def test_app_services_talk_tls_to_the_broker_and_trust_the_mounted_ca_bundle():
     for name in APP:
         service = COMPOSE["services"][name]
         env = service["environment"]
-        assert env["MQTT_TLS_ENABLED"] == "true" and env["MQTT_PORT"] == "8883"
+        # The services' listener, which devices cannot log in on; not published.
+        assert env["MQTT_TLS_ENABLED"] == "true" and env["MQTT_PORT"] == "8885"
         assert env["MQTT_HOST"] == "mosquitto"
         assert "MQTT_TLS_INSECURE" not in env
         mounts = {v.split(":")[1]: v for v in service["volumes"]}
         bundle = mounts[env["MQTT_TLS_CA_CERT"]]
         assert bundle == f"./var/compose/broker/certs/ca-bundle.crt:{env['MQTT_TLS_CA_CERT']}:ro"
         assert not any("ca.key" in v or v.endswith("/certs:ro") for v in service["volumes"])
+
+
+def test_the_broker_image_builds_the_plugin_the_config_names():
+    broker = COMPOSE["services"]["mosquitto"]
+    assert broker["build"] == {"context": ".", "dockerfile": "mosquitto/Dockerfile"}
+    dockerfile = (ROOT / "mosquitto/Dockerfile").read_text()
+    assert "FROM eclipse-mosquitto:2.0" in dockerfile
+    assert "COPY mosquitto/guard/infoscreen_guard.c" in dockerfile
+    assert "/mosquitto/plugins/infoscreen_guard.so" in dockerfile
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert "mosquitto" not in ignored and "mosquitto/guard" not in ignored
 
 
 def test_the_commands_the_services_run_exist(capsys):
@@ -87,8 +99,14 @@ def test_compose_init_writes_every_mounted_file(tmp_path, monkeypatch):
             if volume.startswith("./"):
                 assert (tmp_path / volume.split(":")[0]).exists(), volume
     conf = (tmp_path / "var/compose/broker/mosquitto.conf").read_text()
-    assert "password_file /mosquitto/broker/passwd" in conf
+    assert "password_file /mosquitto/broker/passwd\n" in conf
+    assert "password_file /mosquitto/broker/passwd-services\n" in conf
     assert "listener 8883 0.0.0.0" in conf and "allow_anonymous false" in conf
+    assert "listener 8885 0.0.0.0" in conf
+    # The devices' listener: client id = username, and the plugin the image builds.
+    assert "use_username_as_clientid true" in conf
+    assert "plugin /mosquitto/plugins/infoscreen_guard.so" in conf
+    assert "max_packet_size 4194304" in conf and "max_queued_bytes 0" not in conf
     assert "certfile /mosquitto/broker/certs/server.crt" in conf
     assert "cafile /mosquitto/broker/certs/ca-bundle.crt" in conf
     assert "tls_version tlsv1.2" in conf

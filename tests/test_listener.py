@@ -53,7 +53,7 @@ def test_every_kind_of_message_from_mosquitto_pub_lands_within_a_second(db, brok
     for suffix, payload, retain in messages:
         started = time.monotonic()
         subprocess.run(
-            [tool, "-h", broker.host, "-p", str(broker.port), "-u", device.username,
+            [tool, "-h", broker.host, "-p", str(broker.device_port), "-u", device.username,
              "-P", device.password, "-q", "1", "-t", f"{base}/{suffix}",
              "-m", json.dumps(payload)] + (["-r"] if retain else []),
             check=True, timeout=10,
@@ -68,7 +68,7 @@ def test_every_kind_of_message_from_mosquitto_pub_lands_within_a_second(db, brok
         wait_until(check, timeout=5, message=f"{suffix} stored")
         assert time.monotonic() - started < 1.0 + 0.5, f"{suffix} took too long"  # incl. process
     # clear the retained alert so that later tests start clean
-    subprocess.run([tool, "-h", broker.host, "-p", str(broker.port), "-u", device.username,
+    subprocess.run([tool, "-h", broker.host, "-p", str(broker.device_port), "-u", device.username,
                     "-P", device.password, "-q", "1", "-r", "-n", "-t", f"{base}/service_failed"],
                    check=True, timeout=10)
     wait_until(lambda: not stored(db, device.username).service_failed_at, timeout=5,

@@ -47,7 +47,7 @@ class Monitor:
                                                                      qos=1)
         self.client.on_subscribe = lambda *a: subscribed.set()
         self.client.on_message = self._on_message
-        self.client.connect(broker.host, broker.port)
+        self.client.connect(broker.host, broker.port_for(broker.monitor))
         self.client.loop_start()
         assert subscribed.wait(5), "monitor subscribed"
 

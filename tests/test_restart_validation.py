@@ -31,9 +31,9 @@ class Stack:
         self.env, self.cwd = env, cwd
         self.processes: list[subprocess.Popen] = []
 
-    def start(self, *argv: str, name: str) -> subprocess.Popen:
+    def start(self, *argv: str, name: str, **env: str) -> subprocess.Popen:
         log = open(self.cwd / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(argv, cwd=self.cwd, env=self.env, stdout=log,
+        proc = subprocess.Popen(argv, cwd=self.cwd, env={**self.env, **env}, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True, text=True)
         self.processes.append(proc)
         return proc
@@ -85,7 +85,7 @@ def stack(db, broker, tmp_path):
     for login, topic in ((broker.device_a, f"infoscreen/{uuid}/status"),
                          (broker.server, f"infoscreen/monitoring/clients/{uuid}")):
         client = broker.client(login)
-        client.connect(broker.host, broker.port)
+        client.connect(broker.host, broker.port_for(login))
         client.loop_start()
         client.publish(topic, b"", qos=1, retain=True).wait_for_publish(timeout=5)
         client.disconnect()
@@ -110,7 +110,8 @@ def test_the_restart_validation_checklist(db, broker, stack, tmp_path):
                 name="serve")
     stack.start(*infoscreen, "simulate", "--clients", "1", "--credentials", str(credentials),
                 "--speed", "20", "--heartbeat-interval", "1", "--crash-rate", "0",
-                "--service-failed-rate", "0", name="simulate")
+                "--service-failed-rate", "0", name="simulate",
+                MQTT_PORT=str(broker.device_port))  # a device logs in on the devices' port
     wait_until(lambda: up(base), timeout=30, message="the web server")
 
     # 1. The screen is alive.

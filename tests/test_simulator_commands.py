@@ -690,7 +690,8 @@ def test_a_screen_reboots_on_command_and_completes_after_reconnecting(command_br
     broker, screen = command_broker
     watcher = Watcher(broker, screen.username)
     settings = Settings.model_validate(
-        {"MQTT_HOST": broker.host, "MQTT_PORT": broker.port, "BROKER_DIR": str(broker.directory)}
+        {"MQTT_HOST": broker.host, "MQTT_PORT": broker.device_port,
+         "BROKER_DIR": str(broker.directory)}
     )
     options = DeviceOptions(
         heartbeat_interval=60, health_interval=0.2, crash_rate=0, service_failed_rate=0,

@@ -84,7 +84,7 @@ class FleetBroker:
 
     def settings(self) -> Settings:
         return Settings.model_validate(
-            {"MQTT_HOST": self.broker.host, "MQTT_PORT": self.broker.port}
+            {"MQTT_HOST": self.broker.host, "MQTT_PORT": self.broker.device_port}
         )
 
 
@@ -197,7 +197,7 @@ def test_a_signal_stops_every_worker_process_and_each_says_offline(
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "MQTT_HOST": fleet_broker.broker.host,
-        "MQTT_PORT": str(fleet_broker.broker.port),
+        "MQTT_PORT": str(fleet_broker.broker.device_port),
         "BROKER_DIR": str(fleet_broker.broker.directory),
     }
     argv = ["simulate", "--clients", "2", "--credentials", str(credentials), "--processes", "2"]
@@ -209,13 +209,17 @@ def test_a_signal_stops_every_worker_process_and_each_says_offline(
         text=True,
     )
     try:
-        wait_until(lambda: presence.online(screens), timeout=30, message="both screens online")
+        def hostnames() -> dict[str, str]:
+            return {s: p["hostname"] for s, suffix, p in list(presence.messages)
+                    if suffix == "discovery"}
+
+        # Presence comes first; each screen's discovery follows it.
+        wait_until(lambda: presence.online(screens) and set(screens) <= set(hostnames()),
+                   timeout=30, message="both screens online and discovered")
         workers = children(proc.pid)
         assert len(workers) >= 2  # the two workers (and multiprocessing's resource tracker)
         # Numbered as in one process, though each worker has one device.
-        hostnames = {
-            s: p["hostname"] for s, suffix, p in presence.messages if suffix == "discovery"
-        }
+        hostnames = hostnames()
         assert sorted(hostnames[s] for s in screens) == ["sim-screen-001", "sim-screen-002"]
 
         proc.send_signal(stop_signal)

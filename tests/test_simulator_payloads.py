@@ -598,7 +598,7 @@ class SimBroker:
         return Settings.model_validate(
             {
                 "MQTT_HOST": self.broker.host,
-                "MQTT_PORT": self.broker.port,
+                "MQTT_PORT": self.broker.device_port,
                 "BROKER_DIR": str(self.broker.directory),
             }
         )
@@ -672,7 +672,7 @@ def test_the_load_generator_counts_publishes_the_acl_denies(sim_broker):
     screen = sim_broker.screens[0]
     result = loadgen.run_load(
         sim_broker.broker.host,
-        sim_broker.broker.port,
+        sim_broker.broker.device_port,
         screen.username,
         screen.password,
         prefix=PREFIX,

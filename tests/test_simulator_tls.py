@@ -33,23 +33,25 @@ def tls_broker(tmp_path_factory):
     logins = {"loadgen": generate_password(), DEVICE: generate_password()}
     AccountStore(directory).add_many([("loadgen", "simulator", logins["loadgen"]),
                                       (DEVICE, "device", logins[DEVICE])])
-    port = free_port()
-    config = BrokerConfig(directory, (Listener(port, "127.0.0.1", "tests: TLS only",
-                                               tls=tls_files(store.directory)),),
-                          log_dest=f"file {directory / 'mosquitto.log'}")
+    port, device_port, files = free_port(), free_port(), tls_files(store.directory)
+    config = BrokerConfig(directory, (
+        Listener(port, "127.0.0.1", "tests: TLS, services", tls=files, services=True),
+        Listener(device_port, "127.0.0.1", "tests: TLS, devices", tls=files),
+    ), log_dest=f"file {directory / 'mosquitto.log'}")
     write_config(config)
     process = subprocess.Popen([find_mosquitto(), "-c", str(config.conf_file)])
     settings = Settings(mqtt_host="127.0.0.1", mqtt_port=port, mqtt_tls_enabled=True,
                         mqtt_tls_ca_cert=str(store.bundle))
     try:
-        yield settings, logins
+        # The load generator logs in on the services' port, a device on the devices'.
+        yield settings, settings.model_copy(update={"mqtt_port": device_port}), logins
     finally:
         process.terminate()
         process.wait(timeout=10)
 
 
 def test_the_load_generator_publishes_over_tls(tls_broker):
-    settings, logins = tls_broker
+    settings, _, logins = tls_broker
 
     def run():
         return loadgen.run_load(
@@ -62,7 +64,7 @@ def test_the_load_generator_publishes_over_tls(tls_broker):
 
 
 def test_the_load_generator_refuses_a_broker_it_cannot_verify(tls_broker, tmp_path):
-    settings, logins = tls_broker
+    settings, _, logins = tls_broker
     other = tmp_path / "other-ca"
     certs.init_ca(other)
     with pytest.raises(loadgen.LoadError, match="CERTIFICATE_VERIFY_FAILED"):
@@ -73,7 +75,7 @@ def test_the_load_generator_refuses_a_broker_it_cannot_verify(tls_broker, tmp_pa
 
 
 def test_a_simulated_device_connects_over_tls(tls_broker):
-    settings, logins = tls_broker
+    _, settings, logins = tls_broker
     fleet = Fleet.create(settings.mqtt_topic_prefix, [(DEVICE, logins[DEVICE])],
                          DeviceOptions(seed=1), client_factory=device_client_factory(settings))
     stop = threading.Event()
