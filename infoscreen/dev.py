@@ -57,11 +57,12 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-def pick_port(wanted: int | None, previous: str | None, default: int) -> int:
+def pick_port(wanted: int | None, previous: str | None, default: int,
+              taken: tuple[int, ...] = ()) -> int:
     if wanted:
         return wanted
     for candidate in (int(previous) if previous else None, default):
-        if candidate and port_is_free(candidate):
+        if candidate and candidate not in taken and port_is_free(candidate):
             return candidate
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -74,9 +75,16 @@ def dev_values(settings: Settings, args: argparse.Namespace, previous: dict[str,
     def keep(name: str, make) -> str:
         return previous.get(name) or make()
 
-    # A port from a run before TLS (plain MQTT) is not reused for the TLS listener.
+    # A port from a run before TLS (plain MQTT) is not reused for a TLS listener. Before the
+    # services had a listener of their own, MQTT_PORT was the devices' port.
     was_tls = previous.get("MQTT_TLS_ENABLED") == "true"
-    mqtt_port = pick_port(args.mqtt_port, previous.get("MQTT_PORT") if was_tls else None, 8884)
+    split = "DEVICE_MQTT_PORT" in previous
+    device_port = pick_port(
+        args.mqtt_port,
+        previous.get("DEVICE_MQTT_PORT" if split else "MQTT_PORT") if was_tls else None, 8884,
+    )
+    service_port = pick_port(args.service_port, previous.get("MQTT_PORT") if split else None,
+                             8885, taken=(device_port,))
     broker_dir = VAR / "mosquitto"
     web_port = pick_port(args.web_port, previous.get("SERVER_PORT"), 8080)
     database_url = os.environ.get("DATABASE_URL") or previous.get("DATABASE_URL") or (
@@ -87,7 +95,8 @@ def dev_values(settings: Settings, args: argparse.Namespace, previous: dict[str,
         "DATABASE_URL": database_url,
         "SECRET_KEY": keep("SECRET_KEY", lambda: secrets.token_urlsafe(48)),
         "MQTT_HOST": "127.0.0.1",
-        "MQTT_PORT": str(mqtt_port),
+        "MQTT_PORT": str(service_port),
+        "DEVICE_MQTT_PORT": str(device_port),
         "MQTT_TLS_ENABLED": "true",
         "MQTT_TLS_CA_CERT": str(certs.CertStore.in_broker_dir(broker_dir).bundle),
         "MQTT_TOPIC_PREFIX": settings.mqtt_topic_prefix,
@@ -169,7 +178,12 @@ def provision_broker(values: dict[str, str], devices: list[tuple[str, str]]) -> 
     tls = tls_files(certs.CertStore.in_broker_dir(broker_dir).directory)
     config = BrokerConfig(
         broker_dir,
-        (Listener(int(values["MQTT_PORT"]), "127.0.0.1", "TLS on loopback (dev stack)", tls=tls),),
+        (
+            Listener(int(values["MQTT_PORT"]), "127.0.0.1",
+                     "TLS on loopback: the dev stack's own processes", tls=tls, services=True),
+            Listener(int(values["DEVICE_MQTT_PORT"]), "127.0.0.1",
+                     "TLS on loopback: devices and monitors", tls=tls),
+        ),
     )
     write_config(config)
     return config
@@ -189,8 +203,9 @@ def banner(values: dict[str, str], clients: int, conf: Path) -> str:
         [
             "",
             "Infoscreen dev stack",
-            f"  broker     mqtts://127.0.0.1:{values['MQTT_PORT']}  (Mosquitto with TLS, {conf};"
-            f" CA {values['MQTT_TLS_CA_CERT']})",
+            f"  broker     mqtts://127.0.0.1:{values['DEVICE_MQTT_PORT']}  (Mosquitto with TLS "
+            f"for devices and monitors; the stack's processes use {values['MQTT_PORT']}; "
+            f"{conf}; CA {values['MQTT_TLS_CA_CERT']})",
             f"  database   {describe_url(values['DATABASE_URL'])}",
             f"  web        {url}  ({url}/healthz)",
             f"  admin      {values['INFOSCREEN_ADMIN_USER']} / "
@@ -222,20 +237,26 @@ def run_dev(settings: Settings, args: argparse.Namespace) -> int:
     create_admin(values)
 
     env = {**os.environ, **values, "DEVICE_USER": values["DEVICE_UUID"], "PYTHONUNBUFFERED": "1"}
+    # Each process is started again when it dies (with a back-off) instead of honcho stopping
+    # the whole stack: a listener exits on purpose when its writer process died.
     me = f"{shlex.quote(sys.executable)} -m infoscreen"
+    respawn = f"{shlex.quote(sys.executable)} -m infoscreen.respawn --"
     manager = Manager()
-    manager.add_process("mosquitto", f"{shlex.quote(mosquitto)} -c {config.conf_file}", env=env)
-    manager.add_process("listener", f"{me} listener", env=env)
-    manager.add_process("scheduler", f"{me} scheduler", env=env)
-    manager.add_process("web", f"{me} serve --workers 2", env=env)
+
+    def add(name: str, command: str, **extra: str) -> None:
+        manager.add_process(name, f"{respawn} {command}", env={**env, **extra})
+
+    add("mosquitto", f"{shlex.quote(mosquitto)} -c {config.conf_file}")
+    add("listener", f"{me} listener")
+    add("scheduler", f"{me} scheduler")
+    add("web", f"{me} serve --workers 2")
     if clients:
-        manager.add_process(
-            "simulator",
+        # The simulated screens are devices: they log in on the devices' listener.
+        add("simulator",
             f"{me} simulate --clients {clients} --credentials {SIM_CREDENTIALS} "
             "--heartbeat-interval 10 --health-interval 20 --discovery-interval 30 "
             "--service-failed-rate 0.01",
-            env=env,
-        )
+            MQTT_PORT=values["DEVICE_MQTT_PORT"])
     print(banner(values, clients, config.conf_file), flush=True)
     manager.loop()
     return manager.returncode or 0

@@ -17,8 +17,8 @@ from tests.helpers import free_port, wait_until
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
-REQUIRED = ("DATABASE_URL", "MQTT_HOST", "MQTT_PORT", "MQTT_USER", "MQTT_PASSWORD",
-            "DEVICE_UUID", "DEVICE_USER", "DEVICE_PASSWORD", "MONITOR_USER",
+REQUIRED = ("DATABASE_URL", "MQTT_HOST", "MQTT_PORT", "DEVICE_MQTT_PORT", "MQTT_USER",
+            "MQTT_PASSWORD", "DEVICE_UUID", "DEVICE_USER", "DEVICE_PASSWORD", "MONITOR_USER",
             "MONITOR_PASSWORD", "INFOSCREEN_URL", "INFOSCREEN_ADMIN_USER",
             "INFOSCREEN_ADMIN_PASSWORD")
 
@@ -42,14 +42,57 @@ def healthy(url: str) -> bool:
         return False
 
 
+def children(pid: int) -> list[tuple[int, str]]:
+    """The processes whose parent is `pid`, with their command lines."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                command = cmdline.read().replace(b"\0", b" ").decode()
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == pid:
+            found.append((int(entry), command))
+    return found
+
+
+def descendants(pid: int) -> list[tuple[int, str]]:
+    found = children(pid)
+    for child, _ in list(found):
+        found += descendants(child)
+    return found
+
+
+def the_listener(root: int) -> int | None:
+    """The pid of the stack's listener process (not its respawn wrapper), or None."""
+    return next((pid for pid, command in descendants(root)
+                 if command.endswith("-m infoscreen listener ") and "respawn" not in command),
+                None)
+
+
+def publish_as_device(settings: dict, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["mosquitto_pub", "-h", "127.0.0.1", "-p", settings["DEVICE_MQTT_PORT"],
+         "--cafile", settings["MQTT_TLS_CA_CERT"], "-u", settings["DEVICE_USER"],
+         "-P", settings["DEVICE_PASSWORD"], "-q", "1", *extra],
+        capture_output=True, text=True, timeout=15)
+
+
 def test_dev_runs_the_stack_with_simulated_screens_and_ctrl_c_stops_it(tmp_path):
-    mqtt_port, web_port = free_port(), free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "infoscreen", "dev", "--clients", "3",
-         "--mqtt-port", str(mqtt_port), "--web-port", str(web_port)],
-        cwd=tmp_path, env={"PATH": os.environ["PATH"]},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    mqtt_port, service_port, web_port = free_port(), free_port(), free_port()
+    output_file = tmp_path / "dev.out"
+    with open(output_file, "w") as output:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "infoscreen", "dev", "--clients", "3",
+             "--mqtt-port", str(mqtt_port), "--service-port", str(service_port),
+             "--web-port", str(web_port)],
+            cwd=tmp_path, env={"PATH": os.environ["PATH"]},
+            stdout=output, stderr=subprocess.STDOUT, text=True,
+        )
     try:
         wait_until(lambda: len(clients(tmp_path)) == 3, timeout=60, interval=0.5,
                    message="three simulated screens in `infoscreen clients`")
@@ -59,20 +102,49 @@ def test_dev_runs_the_stack_with_simulated_screens_and_ctrl_c_stops_it(tmp_path)
         assert settings["INFOSCREEN_URL"] == f"http://127.0.0.1:{web_port}"
         # TLS by default: every process of the stack trusts our CA; no plain listener.
         assert settings["MQTT_TLS_ENABLED"] == "true"
-        assert settings["MQTT_PORT"] == str(mqtt_port)
+        assert settings["DEVICE_MQTT_PORT"] == str(mqtt_port)
+        assert settings["MQTT_PORT"] == str(service_port)  # the stack's own processes
         assert (tmp_path / settings["MQTT_TLS_CA_CERT"]).is_file()
         conf = (tmp_path / "var" / "mosquitto" / "mosquitto.conf").read_text()
-        block = conf.split(f"listener {mqtt_port} 127.0.0.1")[1].split("\n\n")[0]
-        assert "certfile " in block and "tls_version tlsv1.2" in block
-        assert conf.count("\nlistener ") == 1 and "certfile " in conf
+        for port in (mqtt_port, service_port):
+            block = conf.split(f"listener {port} 127.0.0.1")[1].split("\n\n")[0]
+            assert "certfile " in block and "tls_version tlsv1.2" in block
+        assert conf.count("\nlistener ") == 2
         assert "require_certificate" not in conf
         wait_until(lambda: healthy(settings["INFOSCREEN_URL"]), timeout=30, message="/healthz")
+        settings = {k: str(tmp_path / v) if k == "MQTT_TLS_CA_CERT" else v
+                    for k, v in settings.items()}
+
+        # The provisioned device, using the listener's client id five times in a row, logs
+        # in as itself and leaves the listener connected.
+        for _ in range(5):
+            sent = publish_as_device(settings, "-i", settings["LISTENER_CLIENT_ID"],
+                                     "-t", f"infoscreen/{settings['DEVICE_UUID']}/heartbeat",
+                                     "-m", "{}")
+            assert sent.returncode == 0, sent.stderr
+        assert "already connected" not in output_file.read_text()
+
+        # The listener's writer process dies: the listener exits, and the stack brings it back.
+        listener = the_listener(proc.pid)
+        assert listener is not None
+        [writer] = [pid for pid, command in children(listener) if "spawn_main" in command]
+        os.kill(writer, signal.SIGKILL)
+        wait_until(lambda: the_listener(proc.pid) not in (None, listener), timeout=30,
+                   interval=0.2, message="a new listener process")
+        discovery = {"uuid": settings["DEVICE_UUID"], "hostname": "after-respawn",
+                     "ip": "10.0.0.9", "software_version": "1.0"}
+        assert publish_as_device(settings, "-t", f"infoscreen/{settings['DEVICE_UUID']}/"
+                                 "discovery", "-m", json.dumps(discovery)).returncode == 0
+        wait_until(lambda: any(c.get("hostname") == "after-respawn" for c in clients(tmp_path)),
+                   timeout=30, interval=0.5, message="the new listener to store a discovery")
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-    output = proc.stdout.read()
+    output = output_file.read_text()
     assert "Infoscreen dev stack" in output and f"127.0.0.1:{web_port}" in output
-    wait_until(lambda: not port_in_use(mqtt_port) and not port_in_use(web_port), timeout=15,
+    assert "respawn: " in output and "exited with 1" in output
+    wait_until(lambda: not any(port_in_use(p) for p in (mqtt_port, service_port, web_port)),
+               timeout=15,
                message="the broker and the web server to be gone")
