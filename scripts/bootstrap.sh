@@ -47,6 +47,10 @@ fi
 missing=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+# The broker plugin that refuses shared subscriptions to devices is compiled from source.
+command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+[ -f /usr/include/mosquitto_broker.h ] || missing+=(mosquitto-dev)
+[ -f /usr/include/mosquitto.h ] || missing+=(libmosquitto-dev)
 if [ "$want_tests" -eq 1 ]; then
   "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
   # The browser tests drive Debian's Chromium through Playwright (no browser download).
