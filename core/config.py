@@ -114,7 +114,14 @@ class Settings(BaseModel):
     server_bind: str = Field("127.0.0.1:8080", alias="SERVER_BIND", min_length=1)
     # Secure cookies need HTTPS; unset means: on in production, off in development.
     session_cookie_secure: bool | None = Field(None, alias="SESSION_COOKIE_SECURE")
-    ratelimit_storage_uri: str = Field("memory://", alias="RATELIMIT_STORAGE_URI")
+    # Where sign-in attempts are counted: database:// is DATABASE_URL, shared by every worker.
+    ratelimit_storage_uri: str = Field(
+        "database://", alias="RATELIMIT_STORAGE_URI", pattern=r"^[a-z][a-z0-9+.-]*://"
+    )
+    sign_in_limit_per_account: str = Field("10 per minute", alias="SIGN_IN_LIMIT_PER_ACCOUNT")
+    sign_in_limit_per_address: str = Field("30 per minute", alias="SIGN_IN_LIMIT_PER_ADDRESS")
+    # Reverse proxies in front of gunicorn whose X-Forwarded-For/-Proto are believed.
+    trusted_proxies: int = Field(0, alias="TRUSTED_PROXIES", ge=0, le=10)
     panel_refresh_seconds: float = Field(10.0, alias="PANEL_REFRESH_SECONDS", gt=0, le=15)
     server_workers: int = Field(2, alias="SERVER_WORKERS", ge=1, le=64)
 
@@ -130,6 +137,18 @@ class Settings(BaseModel):
     def _known_database(cls, value: str) -> str:
         if not value.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:")):
             raise ValueError("must start with sqlite:/// or postgresql+psycopg://")
+        return value
+
+    @field_validator("sign_in_limit_per_account", "sign_in_limit_per_address")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        from limits import parse_many  # only the web server needs it
+
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValueError("expected a limit such as '10 per minute' or "
+                             "'10 per minute; 50 per hour'") from None
         return value
 
     def completion_seconds(self, action: str) -> int:

@@ -31,12 +31,11 @@ from flask_wtf.csrf import generate_csrf
 from core.clock import utc_now
 from core.models import User
 from core.staff import authenticate, role_at_least, verify_token
-from server.extensions import csrf, db, limiter, login_manager
+from server.extensions import csrf, db, login_manager
+from server.sign_in_limits import per_account, per_address
 
 log = logging.getLogger(__name__)
 bp = Blueprint("auth", __name__)
-
-LOGIN_LIMIT = "10 per minute"  # per address, on both sign-in routes
 
 
 class SignedIn(UserMixin):
@@ -149,7 +148,8 @@ def login_page():
 
 
 @bp.post("/login")
-@limiter.limit(LOGIN_LIMIT)
+@per_account
+@per_address
 def login_form():
     signed_in = _sign_in(request.form.get("username", ""), request.form.get("password", ""))
     if signed_in is None:
@@ -167,7 +167,8 @@ def logout_form():
 
 
 @bp.post("/api/auth/login")
-@limiter.limit(LOGIN_LIMIT)
+@per_account
+@per_address
 def login_api():
     body = request.get_json(silent=True) or {}
     username, password = body.get("username"), body.get("password")
