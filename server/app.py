@@ -10,9 +10,11 @@ from flask import Flask, jsonify
 from flask_wtf.csrf import CSRFError
 from sqlalchemy import event
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from core.config import Settings, load_settings
 from core.db import normalise_url, sqlite_pragmas
+from server import sign_in_limits
 from server.auth import protect_from_csrf
 from server.extensions import csrf, db, limiter, login_manager, openapi
 
@@ -24,6 +26,13 @@ def _throwaway_secret_key() -> str:
     log.warning("SECRET_KEY is not set: sessions end when this process does and do not work "
                 "across several workers; set SECRET_KEY (production refuses to start without)")
     return secrets.token_urlsafe(32)
+
+
+def trust_proxies(app: Flask, hops: int) -> None:
+    """Behind `hops` reverse proxies the client's address and scheme come from their
+    X-Forwarded-For/-Proto; without proxies those headers are anyone's to forge."""
+    if hops:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -43,7 +52,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         WTF_CSRF_CHECK_DEFAULT=False,
         WTF_CSRF_TIME_LIMIT=None,
         RATELIMIT_STORAGE_URI=settings.ratelimit_storage_uri,
-        RATELIMIT_HEADERS_ENABLED=True,
+        # Retry-After on a refused sign-in is set with the message that states it, from the
+        # same clock (server.sign_in_limits); no X-RateLimit-* headers to tune guessing by.
+        RATELIMIT_HEADERS_ENABLED=False,
         API_TITLE="Infoscreen fleet API",
         API_VERSION="1",
         OPENAPI_VERSION="3.0.3",
@@ -53,10 +64,12 @@ def create_app(settings: Settings | None = None) -> Flask:
         SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
         INFOSCREEN_SETTINGS=settings,
     )
+    trust_proxies(app, settings.trusted_proxies)
     db.init_app(app)
     login_manager.init_app(app)
     csrf.init_app(app)
     limiter.init_app(app)
+    sign_in_limits.init_app(app)
     app.before_request(protect_from_csrf)
     if settings.database_url.startswith("sqlite"):
         with app.app_context():

@@ -10,15 +10,17 @@ from flask_wtf import CSRFProtect
 
 from core.config import Settings
 from core.models import Base
+from server import ratelimit_storage  # noqa: F401  (registers database://)
 
 # The models live in core (plain SQLAlchemy, shared with the listener and the scheduler);
 # Flask-SQLAlchemy provides the request-scoped session over the same metadata.
 db = SQLAlchemy(metadata=Base.metadata)
 login_manager = LoginManager()
 csrf = CSRFProtect()
-# In-memory counts are per gunicorn worker: the effective limit is multiplied by the number of
-# workers unless RATELIMIT_STORAGE_URI points at a shared store (e.g. redis://).
-limiter = Limiter(key_func=get_remote_address, storage_uri="memory://")
+# The store is RATELIMIT_STORAGE_URI: by default database:// (server.ratelimit_storage), one
+# count for every gunicorn worker. Every attempt counts against every limit of a route, even
+# past the first one breached (see server.sign_in_limits).
+limiter = Limiter(key_func=get_remote_address, fail_on_first_breach=False)
 openapi = Api()  # flask-smorest: request validation and /api/openapi.json
 
 

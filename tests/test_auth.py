@@ -122,7 +122,7 @@ def test_ten_wrong_passwords_are_throttled(app):
              .status_code for _ in range(11)]
     assert codes[:10] == [401] * 10
     assert codes[10] == 429
-    # ...and the right password waits too: the limit is on the address.
+    # ...and the right password waits too: the account's budget is spent.
     assert client.post("/api/auth/login", json={"username": "admin", "password": PASSWORD}
                        ).status_code == 429
 
