@@ -130,6 +130,18 @@ class Settings(BaseModel):
     broker_tls_port: int = Field(8883, alias="BROKER_TLS_PORT", ge=1, le=65535)
     broker_tls_address: str = Field("0.0.0.0", alias="BROKER_TLS_ADDRESS", min_length=1)
     broker_mtls_port: int = Field(0, alias="BROKER_MTLS_PORT", ge=0, le=65535)
+    # The services' own listener (TLS): only server accounts log in there, with their own
+    # client ids. Devices and monitors use the TLS and mutual-TLS ports above.
+    broker_service_port: int = Field(8885, alias="BROKER_SERVICE_PORT", ge=1, le=65535)
+    broker_service_address: str = Field(
+        "127.0.0.1", alias="BROKER_SERVICE_ADDRESS", min_length=1
+    )
+    broker_max_packet_bytes: int = Field(
+        4 * 1024 * 1024, alias="BROKER_MAX_PACKET_BYTES", ge=65_536, le=256 * 1024 * 1024
+    )
+    broker_max_queued_bytes: int = Field(
+        256 * 1024 * 1024, alias="BROKER_MAX_QUEUED_BYTES", ge=1024 * 1024
+    )
     mqtt_plain_listener: Literal["off", "loopback"] = Field("off", alias="MQTT_PLAIN_LISTENER")
 
     @field_validator("database_url")
@@ -273,6 +285,12 @@ def load_settings(
         raise ConfigError(f"{name}: {first['msg']}{shown}") from None
     if settings.heartbeat_down_seconds <= settings.heartbeat_stale_seconds:
         raise ConfigError("HEARTBEAT_DOWN_SECONDS must be greater than HEARTBEAT_STALE_SECONDS")
+    if settings.broker_max_packet_bytes <= settings.listener_max_payload_bytes:
+        raise ConfigError(
+            f"BROKER_MAX_PACKET_BYTES ({settings.broker_max_packet_bytes}) must be larger than "
+            f"LISTENER_MAX_PAYLOAD_BYTES ({settings.listener_max_payload_bytes}): the broker "
+            "would disconnect devices for messages the listener accepts"
+        )
     _check_tls(settings)
     if settings.is_production:
         _refuse_weak_secrets(settings)
