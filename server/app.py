@@ -14,7 +14,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from core.config import Settings, load_settings
 from core.db import normalise_url, sqlite_pragmas
-from server import sign_in_limits
+from server import security_headers, sign_in_limits
 from server.auth import protect_from_csrf
 from server.extensions import csrf, db, limiter, login_manager, openapi
 
@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     csrf.init_app(app)
     limiter.init_app(app)
     sign_in_limits.init_app(app)
+    security_headers.init_app(app)
     app.before_request(protect_from_csrf)
     if settings.database_url.startswith("sqlite"):
         with app.app_context():
