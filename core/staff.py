@@ -3,6 +3,9 @@
 Roles are ordered: viewer < operator < admin; each may do what the ones before it may.
 Passwords are hashed with argon2. An API token is `ist_<id>_<secret>`: the id finds the row,
 and the secret is compared with the stored hash in constant time.
+
+A user's sessions carry the user's session version (server/auth.py); changing the password or
+the role, disabling the user or signing out bumps it, which ends every session signed in before.
 """
 
 from __future__ import annotations
@@ -38,6 +41,10 @@ class StaffError(ValueError):
     """A request about staff accounts that cannot be honoured; the message says why."""
 
 
+class UserExists(StaffError):
+    """add_user was given a username that is taken."""
+
+
 def role_at_least(role: str, required: str) -> bool:
     return ROLES.index(role) >= ROLES.index(required)
 
@@ -57,23 +64,90 @@ def audit(session: Session, now: datetime, actor: str, action: str, target: str 
                            details=details or None))
 
 
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise StaffError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+
+
 def add_user(session: Session, username: str, role: str, password: str, *, now: datetime,
              actor: str) -> User:
-    """Create a user, or reset the password and role of an existing one."""
+    """Create a user. An existing one is refused (UserExists): its password, role and state
+    change only through the functions below, which also end its sessions."""
     _check_role(role)
     if not USERNAME_RE.match(username):
         raise StaffError("a username is 1-64 letters, digits, '.', '_', '@' or '-'")
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise StaffError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
-    user = session.scalar(select(User).where(User.username == username))
-    if user is None:
-        user = User(username=username, created_at=now)
-        session.add(user)
-    user.role = role
-    user.password_hash = _hasher.hash(password)
-    user.disabled_at = None
+    _check_password(password)
+    if session.scalar(select(User.id).where(User.username == username)) is not None:
+        raise UserExists(f"user {username!r} already exists")
+    user = User(username=username, role=role, password_hash=_hasher.hash(password),
+                created_at=now)
+    session.add(user)
     audit(session, now, actor, "user.set", username, role=role)
     return user
+
+
+def find_user(session: Session, username: str) -> User:
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise StaffError(f"no user {username!r}")
+    return user
+
+
+def end_sessions(user: User) -> None:
+    """Every session the user signed in to before ends at its next request."""
+    # Incremented in SQL: two changes at once must not both write the same new version.
+    user.session_version = User.session_version + 1
+
+
+def set_password(session: Session, username: str, password: str, *, now: datetime,
+                 actor: str) -> User:
+    _check_password(password)
+    user = find_user(session, username)
+    user.password_hash = _hasher.hash(password)
+    end_sessions(user)
+    audit(session, now, actor, "user.passwd", username)
+    return user
+
+
+def set_role(session: Session, username: str, role: str, *, now: datetime, actor: str
+             ) -> bool:
+    """Give the user another role; False (and nothing written) if it has that role."""
+    _check_role(role)
+    user = find_user(session, username)
+    if user.role == role:
+        return False
+    audit(session, now, actor, "user.role", username, role=role, previousRole=user.role)
+    user.role = role
+    end_sessions(user)
+    return True
+
+
+def disable_user(session: Session, username: str, *, now: datetime, actor: str) -> bool:
+    """Stop the user signing in and end their sessions; False if they were disabled."""
+    user = find_user(session, username)
+    if user.disabled_at is not None:
+        return False
+    user.disabled_at = now
+    end_sessions(user)
+    audit(session, now, actor, "user.disable", username)
+    return True
+
+
+def enable_user(session: Session, username: str, *, now: datetime, actor: str) -> bool:
+    """Let a disabled user sign in again (their old sessions stay ended); False if enabled."""
+    user = find_user(session, username)
+    if user.disabled_at is None:
+        return False
+    user.disabled_at = None
+    audit(session, now, actor, "user.enable", username)
+    return True
+
+
+def sign_out(session: Session, user_id: int) -> None:
+    """End every session of the user, this one and any copy of its cookie."""
+    user = session.get(User, user_id)
+    if user is not None:
+        end_sessions(user)
 
 
 def authenticate(session: Session, username: str, password: str, *, now: datetime

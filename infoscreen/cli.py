@@ -274,18 +274,98 @@ def _staff_change(settings: Settings, change: Callable) -> tuple[bool, object]:
         return False, None
 
 
+def _user_change(settings: Settings, change: Callable, *args: object) -> tuple[bool, object]:
+    """Run change(session, *args) from core.staff as this command line's user."""
+    return _staff_change(settings, lambda session: change(
+        session, *args, now=utc_now(), actor=_cli_actor()))
+
+
+def _print_password(given: str | None, password: str) -> None:
+    if given is None:
+        print(f"password (shown once, store it now): {password}")
+
+
 def cmd_user_add(settings: Settings, args: argparse.Namespace) -> int:
     from core.staff import add_user, generate_password
 
+    if _user_exists(settings, args.name):
+        # Adding never resets: a new password or role, and enabling, each end old sessions
+        # and are audited as what they are.
+        print(f"error: user {args.name!r} already exists; nothing was changed. For a new "
+              f"password: infoscreen user passwd {args.name}; to let a disabled user sign in "
+              f"again: infoscreen user enable {args.name}; for another role: infoscreen user "
+              f"role {args.name} --role ROLE", file=sys.stderr)
+        return 2
     given = _read_password(args)
     password = given or generate_password()
-    ok, _ = _staff_change(settings, lambda session: add_user(
-        session, args.name, args.role, password, now=utc_now(), actor=_cli_actor()))
+    ok, _ = _user_change(settings, add_user, args.name, args.role, password)
     if not ok:
         return 2
     print(f"user {args.name!r} can sign in with role {args.role}")
-    if given is None:
-        print(f"password (shown once, store it now): {password}")
+    _print_password(given, password)
+    return 0
+
+
+def _user_exists(settings: Settings, username: str) -> bool:
+    from sqlalchemy import select
+
+    from core.models import User
+
+    with _session(settings) as session:
+        return session.scalar(select(User.id).where(User.username == username)) is not None
+
+
+def cmd_user_passwd(settings: Settings, args: argparse.Namespace) -> int:
+    from core.staff import generate_password, set_password
+
+    given = _read_password(args)
+    password = given or generate_password()
+    ok, _ = _user_change(settings, set_password, args.name, password)
+    if not ok:
+        return 2
+    print(f"user {args.name!r} has a new password; every session they had has ended")
+    _print_password(given, password)
+    return 0
+
+
+def cmd_user_disable(settings: Settings, args: argparse.Namespace) -> int:
+    from core.staff import disable_user
+
+    ok, changed = _user_change(settings, disable_user, args.name)
+    if not ok:
+        return 2
+    if changed:
+        print(f"user {args.name!r} is disabled: every session they had has ended and they "
+              "cannot sign in")
+    else:
+        print(f"user {args.name!r} was already disabled; nothing was changed")
+    return 0
+
+
+def cmd_user_enable(settings: Settings, args: argparse.Namespace) -> int:
+    from core.staff import enable_user
+
+    ok, changed = _user_change(settings, enable_user, args.name)
+    if not ok:
+        return 2
+    if changed:
+        print(f"user {args.name!r} can sign in again (sessions from before stay ended)")
+    else:
+        print(f"user {args.name!r} is not disabled; nothing was changed")
+    return 0
+
+
+def cmd_user_role(settings: Settings, args: argparse.Namespace) -> int:
+    from core.staff import set_role
+
+    ok, changed = _user_change(settings, set_role, args.name, args.role)
+    if not ok:
+        return 2
+    if changed:
+        print(f"user {args.name!r} has role {args.role}; every session they had has ended, "
+              "they sign in again to use it")
+    else:
+        print(f"user {args.name!r} already has role {args.role}; nothing was changed")
     return 0
 
 
@@ -638,14 +718,41 @@ def build_parser() -> argparse.ArgumentParser:
     roles = ("viewer", "operator", "admin")
     p = add("user", None, "manage the staff who sign in to the web app")
     usub = p.add_subparsers(dest="user_command", required=True, metavar="ACTION")
-    u = usub.add_parser("add", help="create a user, or reset a user's password and role",
-                        description="Create a staff user, or reset the password and role of an "
-                        "existing one. Roles: viewer < operator < admin. Prints a generated "
-                        "password once unless one is given.")
+    u = usub.add_parser("add", help="create a user (refuses an existing one)",
+                        description="Create a staff user. Roles: viewer < operator < admin. "
+                        "Prints a generated password once unless one is given. Refuses a user "
+                        "that exists (exit status 2, nothing changed): use `user passwd`, "
+                        "`user enable` or `user role` for them.")
     u.add_argument("name")
     u.add_argument("--role", required=True, choices=roles)
     _password_options(u)
     u.set_defaults(func=cmd_user_add)
+    u = usub.add_parser("passwd", help="give a user a new password; ends their sessions",
+                        description="Give a staff user a new password: prints a generated one "
+                        "once unless one is given. Every session the user signed in to before "
+                        "ends at once; the change is audited.")
+    u.add_argument("name")
+    _password_options(u)
+    u.set_defaults(func=cmd_user_passwd)
+    u = usub.add_parser("disable", help="stop a user signing in; ends their sessions",
+                        description="Disable a staff user: they cannot sign in, and every "
+                        "session they signed in to ends at once. Audited; `user enable` undoes "
+                        "it. Their password and role are kept.")
+    u.add_argument("name")
+    u.set_defaults(func=cmd_user_disable)
+    u = usub.add_parser("enable", help="let a disabled user sign in again",
+                        description="Enable a disabled staff user: they can sign in again with "
+                        "their password. Sessions from before they were disabled stay ended. "
+                        "Audited.")
+    u.add_argument("name")
+    u.set_defaults(func=cmd_user_enable)
+    u = usub.add_parser("role", help="change a user's role; ends their sessions",
+                        description="Give a staff user another role (viewer < operator < admin). "
+                        "Every session they signed in to before ends at once, so the new role "
+                        "applies from their next sign-in. Audited.")
+    u.add_argument("name")
+    u.add_argument("--role", required=True, choices=roles)
+    u.set_defaults(func=cmd_user_role)
     u = usub.add_parser("list", help="list the users and their roles")
     u.set_defaults(func=cmd_user_list)
 

@@ -30,7 +30,7 @@ from flask_wtf.csrf import generate_csrf
 
 from core.clock import utc_now
 from core.models import User
-from core.staff import authenticate, role_at_least, verify_token
+from core.staff import authenticate, role_at_least, sign_out, verify_token
 from server.extensions import csrf, db, login_manager
 from server.sign_in_limits import per_account, per_address
 
@@ -39,18 +39,24 @@ bp = Blueprint("auth", __name__)
 
 
 class SignedIn(UserMixin):
-    """The session's user, as Flask-Login keeps it (only the id goes into the cookie)."""
+    """The session's user, as Flask-Login keeps it: only `id` goes into the cookie."""
 
     def __init__(self, user: User):
-        self.id = str(user.id)
+        # "<user id>:<session version>": the version bumped since (sign-out, new password or
+        # role, disabled) ends the session, wherever its cookie was copied to.
+        self.id = f"{user.id}:{user.session_version}"
+        self.user_id = user.id
         self.username = user.username
         self.role = user.role
 
 
 @login_manager.user_loader
-def load_user(user_id: str) -> SignedIn | None:
-    user = db.session.get(User, int(user_id)) if user_id.isdigit() else None
-    if user is None or user.disabled_at is not None:
+def load_user(session_id: str) -> SignedIn | None:
+    user_id, _, version = session_id.partition(":")
+    if not (user_id.isdigit() and version.isdigit()):
+        return None  # also a cookie from before session versions: sign in again
+    user = db.session.get(User, int(user_id))
+    if user is None or user.disabled_at is not None or user.session_version != int(version):
         return None
     return SignedIn(user)
 
@@ -158,11 +164,20 @@ def login_form():
     return redirect(_safe_next(request.form.get("next")))
 
 
+def _sign_out() -> None:
+    """End the user's sessions: signing out ends copies of this cookie and other browsers too."""
+    if current_user.is_authenticated:
+        sign_out(db.session, current_user.user_id)
+        db.session.commit()
+        log.info("%s signed out", current_user.username)
+    logout_user()
+    session.clear()
+
+
 @bp.post("/logout")
 @require_role("viewer", page=True)
 def logout_form():
-    logout_user()
-    session.clear()
+    _sign_out()
     return redirect(url_for("auth.login_page"))
 
 
@@ -184,8 +199,7 @@ def login_api():
 @bp.post("/api/auth/logout")
 @require_role("viewer")
 def logout_api():
-    logout_user()
-    session.clear()
+    _sign_out()
     return jsonify(signedOut=True)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -16,7 +17,8 @@ from infoscreen.cli import build_parser, main
 COMMANDS = [
     [], ["listener"], ["scheduler"], ["serve"], ["migrate"], ["simulate"], ["dev"], ["clients"],
     ["rejections"], ["device", "add"], ["monitor", "add"], ["broker", "config"],
-    ["user", "add"], ["user", "list"], ["token", "create"], ["token", "revoke"],
+    ["user", "add"], ["user", "list"], ["user", "passwd"], ["user", "disable"],
+    ["user", "enable"], ["user", "role"], ["token", "create"], ["token", "revoke"],
     ["broker", "add-account"], ["broker", "accounts"],
 ]
 
@@ -196,6 +198,123 @@ def test_user_add_refuses_a_short_password_naming_the_rule(db):
     env = {"DATABASE_URL": db.url, "PATH": "/usr/bin:/bin"}
     done = run_cli("user", "add", "carol", "--role", "viewer", "--password", "short", env=env)
     assert done.returncode == 2 and "12 characters" in done.stderr
+
+
+def user_row(db, username: str):
+    from sqlalchemy import select
+
+    from core.models import User
+
+    with db.sessions() as session:
+        return session.scalar(select(User).where(User.username == username))
+
+
+def audit_count(db) -> int:
+    from sqlalchemy import func, select
+
+    from core.models import AuditEntry
+
+    with db.sessions() as session:
+        return session.scalar(select(func.count()).select_from(AuditEntry))
+
+
+def can_sign_in(db, username: str, password: str) -> bool:
+    from core.staff import authenticate
+
+    with db.sessions() as session:
+        return authenticate(session, username, password, now=datetime.now(UTC)) is not None
+
+
+@pytest.fixture
+def carol(db, monkeypatch):
+    """A user made with `user add`; the commands run in this process against `db`."""
+    monkeypatch.setenv("DATABASE_URL", db.url)
+    assert main(["user", "add", "carol", "--role", "viewer", "--password",
+                 "carol's first password"]) == 0
+    return "carol's first password"
+
+
+@pytest.mark.parametrize("words", [["user", "passwd", "--help"], ["user", "disable", "--help"],
+                                   ["user", "role", "--help"]])
+def test_user_change_help_says_that_sessions_end(words, capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(words)
+    assert "session" in capsys.readouterr().out
+
+
+def test_user_add_help_says_it_refuses_an_existing_user_and_what_to_use(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["user", "add", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "Refuses a user that exists" in out and "user passwd" in out and "user enable" in out
+
+
+def test_user_add_refuses_an_existing_user_and_changes_nothing(db, carol, capsys):
+    before = user_row(db, "carol")
+    audited = audit_count(db)
+    capsys.readouterr()
+    assert main(["user", "add", "carol", "--role", "admin", "--password",
+                 "a replacement password"]) == 2
+    err = capsys.readouterr().err
+    assert "'carol' already exists" in err
+    assert "infoscreen user passwd carol" in err and "infoscreen user enable carol" in err
+    after = user_row(db, "carol")
+    assert (after.password_hash, after.role, after.disabled_at, after.session_version) == (
+        before.password_hash, before.role, before.disabled_at, before.session_version)
+    assert audit_count(db) == audited
+
+
+def test_user_passwd_prints_a_generated_password_once_and_only_it_signs_in(db, carol, capsys):
+    capsys.readouterr()
+    assert main(["user", "passwd", "carol"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("store it now") == 1 and "session" in out
+    password = out.split("store it now): ")[1].strip()
+    assert can_sign_in(db, "carol", password) and not can_sign_in(db, "carol", carol)
+    assert user_row(db, "carol").session_version == 1
+
+
+def test_user_passwd_reads_the_password_from_stdin(db, carol, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO("a password from stdin\n"))
+    assert main(["user", "passwd", "carol", "--password-stdin"]) == 0
+    assert "store it now" not in capsys.readouterr().out
+    assert can_sign_in(db, "carol", "a password from stdin")
+
+
+def test_user_passwd_refuses_a_short_password_and_changes_nothing(db, carol, capsys):
+    before = user_row(db, "carol").password_hash
+    assert main(["user", "passwd", "carol", "--password", "short"]) == 2
+    assert "12 characters" in capsys.readouterr().err
+    assert user_row(db, "carol").password_hash == before
+
+
+def test_user_disable_and_enable(db, carol, capsys):
+    assert main(["user", "disable", "carol"]) == 0
+    assert not can_sign_in(db, "carol", carol)
+    assert "disabled" in run_cli("user", "list", env={"DATABASE_URL": db.url,
+                                                      "PATH": "/usr/bin:/bin"}).stdout
+    audited = audit_count(db)
+    assert main(["user", "disable", "carol"]) == 0  # already: says so, writes nothing
+    assert "already disabled" in capsys.readouterr().out and audit_count(db) == audited
+    assert main(["user", "enable", "carol"]) == 0
+    assert can_sign_in(db, "carol", carol)
+    assert "can sign in again" in capsys.readouterr().out
+
+
+def test_user_role_gives_another_role_and_ends_sessions(db, carol, capsys):
+    assert main(["user", "role", "carol", "--role", "admin"]) == 0
+    row = user_row(db, "carol")
+    assert (row.role, row.session_version) == ("admin", 1)
+    assert "has role admin" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("words", [["passwd", "nobody"], ["disable", "nobody"],
+                                   ["enable", "nobody"], ["role", "nobody", "--role", "admin"]])
+def test_user_changes_name_an_unknown_user(db, monkeypatch, capsys, words):
+    monkeypatch.setenv("DATABASE_URL", db.url)
+    assert main(["user", *words]) == 2
+    assert "no user 'nobody'" in capsys.readouterr().err
+    assert audit_count(db) == 0
 
 
 def test_token_create_list_and_revoke(db):

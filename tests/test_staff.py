@@ -10,11 +10,17 @@ from sqlalchemy import func, select
 from core.models import ApiToken, AuditEntry, User
 from core.staff import (
     StaffError,
+    UserExists,
     add_user,
     authenticate,
     create_token,
+    disable_user,
+    enable_user,
     revoke_token,
     role_at_least,
+    set_password,
+    set_role,
+    sign_out,
     verify_token,
 )
 
@@ -53,13 +59,92 @@ def test_passwords_are_stored_as_argon2_hashes(db):
     assert stored.startswith("$argon2") and PASSWORD not in stored
 
 
-def test_adding_an_existing_user_resets_password_and_role(db):
+def user_row(db, username="alice") -> User:
+    with db.sessions() as session:
+        return session.scalar(select(User).where(User.username == username))
+
+
+def audit_actions(db) -> list[tuple[str, str, dict | None]]:
+    with db.sessions() as session:
+        return [(e.action, e.target, e.details)
+                for e in session.scalars(select(AuditEntry).order_by(AuditEntry.id))]
+
+
+def change(db, function, *args):
+    with db.sessions() as session, session.begin():
+        return function(session, *args, now=NOW, actor="test")
+
+
+def test_adding_an_existing_user_is_refused_and_changes_nothing(db):
     add(db)
-    add(db, role="admin", password="another long password")
+    before = user_row(db)
+    with pytest.raises(UserExists, match="'alice' already exists"):
+        add(db, role="admin", password="another long password")
+    after = user_row(db)
+    assert (after.password_hash, after.role, after.session_version) == (
+        before.password_hash, before.role, before.session_version)
+    assert count(db, User) == 1 and count(db, AuditEntry) == 1
+
+
+def test_a_new_password_replaces_the_old_one_and_ends_sessions(db):
+    add(db)
+    change(db, set_password, "alice", "another long password")
     with db.sessions() as session, session.begin():
         assert authenticate(session, "alice", PASSWORD, now=NOW) is None
-        assert authenticate(session, "alice", "another long password", now=NOW).role == "admin"
-    assert count(db, User) == 1
+        assert authenticate(session, "alice", "another long password", now=NOW) is not None
+    assert user_row(db).session_version == 1
+    assert audit_actions(db)[-1] == ("user.passwd", "alice", None)
+
+
+def test_a_short_new_password_is_refused_and_writes_nothing(db):
+    add(db)
+    with pytest.raises(StaffError, match="12 characters"):
+        change(db, set_password, "alice", "short")
+    assert user_row(db).session_version == 0 and count(db, AuditEntry) == 1
+
+
+def test_a_role_change_ends_sessions_and_is_audited(db):
+    add(db)
+    assert change(db, set_role, "alice", "admin") is True
+    assert (user_row(db).role, user_row(db).session_version) == ("admin", 1)
+    assert audit_actions(db)[-1] == ("user.role", "alice",
+                                     {"role": "admin", "previousRole": "operator"})
+
+
+def test_giving_the_role_a_user_has_writes_nothing(db):
+    add(db)
+    assert change(db, set_role, "alice", "operator") is False
+    assert user_row(db).session_version == 0 and count(db, AuditEntry) == 1
+
+
+def test_a_disabled_user_cannot_sign_in_until_enabled(db):
+    add(db)
+    assert change(db, disable_user, "alice") is True
+    assert change(db, disable_user, "alice") is False  # already: nothing more written
+    with db.sessions() as session, session.begin():
+        assert authenticate(session, "alice", PASSWORD, now=NOW) is None
+    assert user_row(db).session_version == 1
+    assert change(db, enable_user, "alice") is True
+    assert change(db, enable_user, "alice") is False
+    with db.sessions() as session, session.begin():
+        assert authenticate(session, "alice", PASSWORD, now=NOW) is not None
+    assert user_row(db).session_version == 1  # enabling revives no old session
+    assert [a[0] for a in audit_actions(db)] == ["user.set", "user.disable", "user.enable"]
+
+
+@pytest.mark.parametrize("function", [disable_user, enable_user])
+def test_changes_to_an_unknown_user_are_refused(db, function):
+    with pytest.raises(StaffError, match="no user 'nobody'"):
+        change(db, function, "nobody")
+    assert count(db, AuditEntry) == 0
+
+
+def test_signing_out_ends_every_session_of_the_user(db):
+    add(db)
+    with db.sessions() as session, session.begin():
+        sign_out(session, user_row(db).id)
+        sign_out(session, user_row(db).id + 1)  # someone deleted meanwhile: nothing to end
+    assert user_row(db).session_version == 1
 
 
 @pytest.mark.parametrize(
@@ -120,3 +205,4 @@ def test_it_rejects_a_token_with_an_unknown_role_and_writes_nothing(db):
     with pytest.raises(StaffError, match="unknown role"), db.sessions() as session:
         create_token(session, "zabbix", "superuser", now=NOW, actor="test")
     assert count(db, ApiToken) == 0
+
