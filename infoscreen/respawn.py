@@ -70,7 +70,8 @@ def main(argv: Sequence[str]) -> int:
     respawner = Respawner(argv[1:])
     signal.signal(signal.SIGTERM, respawner.stop)
     signal.signal(signal.SIGINT, respawner.stop)
-    return respawner.run()
+    code = respawner.run()
+    return code if code >= 0 else 128 - code  # a child ended by signal N: the shell's 128+N
 
 
 if __name__ == "__main__":
