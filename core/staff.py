@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
 import secrets
-from datetime import datetime
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
 from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import Connection, Engine, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from core.models import ROLES, ApiToken, AuditEntry, User
@@ -27,7 +31,12 @@ from core.models import ROLES, ApiToken, AuditEntry, User
 USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 MIN_PASSWORD_LENGTH = 12
 TOKEN_PREFIX = "ist"  # noqa: S105 - a marker, not a secret
+# last_used_at says roughly when a token was last used; writing it on every request would make
+# every read a write, and fail reads whenever another process holds the write lock.
+TOKEN_USE_RESOLUTION = timedelta(minutes=1)
+TOKEN_USE_LOCK_WAIT_MS = 200  # the stamp is worth a short wait for a lock, not a slow request
 _hasher = PasswordHasher()
+log = logging.getLogger(__name__)
 
 
 @cache
@@ -184,8 +193,9 @@ def create_token(session: Session, name: str, role: str, *, now: datetime, actor
     return f"{TOKEN_PREFIX}_{token_id}_{secret}"
 
 
-def verify_token(session: Session, presented: str, *, now: datetime) -> ApiToken | None:
-    """The token's row if `presented` is a valid, unrevoked token; else None."""
+def verify_token(session: Session, presented: str) -> ApiToken | None:
+    """The token's row if `presented` is a valid, unrevoked token; else None. Writes nothing:
+    record_token_use stamps the use."""
     prefix, _, rest = presented.partition("_")
     token_id, _, secret = rest.partition("_")
     if prefix != TOKEN_PREFIX or not token_id or not secret:
@@ -195,8 +205,58 @@ def verify_token(session: Session, presented: str, *, now: datetime) -> ApiToken
     matches = hmac.compare_digest(expected, _secret_hash(secret))
     if token is None or not matches or token.revoked_at is not None:
         return None
-    token.last_used_at = now
     return token
+
+
+def token_use_due(last_used_at: datetime | None, now: datetime) -> bool:
+    return last_used_at is None or now - last_used_at >= TOKEN_USE_RESOLUTION
+
+
+@contextmanager
+def _short_lock_wait(conn: Connection) -> Iterator[None]:
+    """Give up on a held lock after TOKEN_USE_LOCK_WAIT_MS instead of the usual wait."""
+    if conn.dialect.name != "sqlite":
+        # For the transaction the stamp runs in, which ends with it.
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{TOKEN_USE_LOCK_WAIT_MS}ms'")
+        yield
+        return
+    # A setting of the pooled connection: the next user of it gets the usual one back.
+    usual = int(conn.exec_driver_sql("PRAGMA busy_timeout").scalar())
+    conn.exec_driver_sql(f"PRAGMA busy_timeout = {TOKEN_USE_LOCK_WAIT_MS}")
+    try:
+        yield
+    finally:
+        conn.rollback()  # whatever a failed stamp left open
+        conn.exec_driver_sql(f"PRAGMA busy_timeout = {usual}")
+        conn.commit()
+
+
+def record_token_use(engine: Engine, token: ApiToken, *, now: datetime) -> bool:
+    """Stamp the token's last_used_at, at most once per TOKEN_USE_RESOLUTION; True if written.
+
+    Best effort, in a short transaction on a connection of its own, so that the caller's
+    session is never touched: a failure (a locked database) is logged and rolled back.
+    """
+    if not token_use_due(token.last_used_at, now):
+        return False
+    # The condition again in SQL: another worker may have stamped it since we read the row.
+    stamp = (
+        update(ApiToken)
+        .where(ApiToken.id == token.id,
+               or_(ApiToken.last_used_at.is_(None),
+                   ApiToken.last_used_at <= now - TOKEN_USE_RESOLUTION))
+        .values(last_used_at=now)
+    )
+    try:
+        with engine.connect() as conn, _short_lock_wait(conn):
+            written = conn.execute(stamp).rowcount == 1
+            conn.commit()
+    except SQLAlchemyError as exc:
+        # Closing the connection rolled the stamp back; the request goes on without it.
+        log.warning("could not record the use of API token %s: %s", token.id,
+                    str(exc).splitlines()[0])
+        return False
+    return written
 
 
 def revoke_token(session: Session, token_id: str, *, now: datetime, actor: str) -> None:

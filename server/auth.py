@@ -30,7 +30,7 @@ from flask_wtf.csrf import generate_csrf
 
 from core.clock import utc_now
 from core.models import User
-from core.staff import authenticate, role_at_least, sign_out, verify_token
+from core.staff import authenticate, record_token_use, role_at_least, sign_out, verify_token
 from server.extensions import csrf, db, login_manager
 from server.sign_in_limits import per_account, per_address
 
@@ -82,9 +82,9 @@ def current_principal() -> Principal | None:
     principal = None
     token = bearer_token()
     if token is not None:
-        found = verify_token(db.session, token, now=utc_now())
+        found = verify_token(db.session, token)
         if found is not None:
-            db.session.commit()  # last_used_at
+            record_token_use(db.engine, found, now=utc_now())
             principal = Principal(f"token:{found.name}", found.role, "token")
     elif current_user.is_authenticated:
         principal = Principal(current_user.username, current_user.role, "session")

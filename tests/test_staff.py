@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -16,6 +16,7 @@ from core.staff import (
     create_token,
     disable_user,
     enable_user,
+    record_token_use,
     revoke_token,
     role_at_least,
     set_password,
@@ -175,11 +176,11 @@ def test_an_api_token_verifies_until_it_is_revoked(db):
     with db.sessions() as session, session.begin():
         token = create_token(session, "zabbix", "viewer", now=NOW, actor="test")
     with db.sessions() as session, session.begin():
-        found = verify_token(session, token, now=NOW)
-        assert found is not None and found.role == "viewer" and found.last_used_at == NOW
+        found = verify_token(session, token)
+        assert found is not None and found.role == "viewer" and found.last_used_at is None
         revoke_token(session, found.id, now=NOW, actor="test")
     with db.sessions() as session:
-        assert verify_token(session, token, now=NOW) is None
+        assert verify_token(session, token) is None
 
 
 def test_only_a_hash_of_the_token_is_stored(db):
@@ -197,8 +198,7 @@ def test_it_refuses_malformed_or_wrong_tokens(db, presented):
         token = create_token(session, "zabbix", "viewer", now=NOW, actor="test")
     _, token_id, secret = token.split("_", 2)
     with db.sessions() as session:
-        assert verify_token(session, presented.format(id=token_id, secret=secret),
-                            now=NOW) is None
+        assert verify_token(session, presented.format(id=token_id, secret=secret)) is None
 
 
 def test_it_rejects_a_token_with_an_unknown_role_and_writes_nothing(db):
@@ -206,3 +206,30 @@ def test_it_rejects_a_token_with_an_unknown_role_and_writes_nothing(db):
         create_token(session, "zabbix", "superuser", now=NOW, actor="test")
     assert count(db, ApiToken) == 0
 
+
+def token_row(db) -> ApiToken:
+    with db.sessions() as session:
+        return session.scalar(select(ApiToken))
+
+
+def test_a_token_use_is_recorded_at_most_once_a_minute(db):
+    with db.sessions() as session, session.begin():
+        create_token(session, "zabbix", "viewer", now=NOW, actor="test")
+    minute = timedelta(minutes=1)
+    # (when it is used, whether that writes, the column afterwards)
+    for at, writes, stamped in [(NOW, True, NOW),
+                                (NOW + timedelta(seconds=59), False, NOW),
+                                (NOW + minute, True, NOW + minute),
+                                (NOW + minute + timedelta(seconds=1), False, NOW + minute)]:
+        assert record_token_use(db.engine, token_row(db), now=at) is writes, at
+        assert token_row(db).last_used_at == stamped
+
+
+def test_a_stale_token_row_does_not_stamp_over_a_newer_use(db):
+    # Another worker stamped the token after this one read the row.
+    with db.sessions() as session, session.begin():
+        create_token(session, "zabbix", "viewer", now=NOW, actor="test")
+    stale = token_row(db)
+    assert record_token_use(db.engine, token_row(db), now=NOW) is True
+    assert record_token_use(db.engine, stale, now=NOW + timedelta(seconds=1)) is False
+    assert token_row(db).last_used_at == NOW
