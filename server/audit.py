@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
+from flask_smorest import abort
+from marshmallow import EXCLUDE, Schema, ValidationError
 from sqlalchemy import func, select
 
 from core.models import AuditEntry
+from server import schemas
 from server.auth import require_role
 from server.extensions import db
 
 bp = Blueprint("audit", __name__)
 
 
+def query_args(schema: Schema) -> dict:
+    """The query checked by `schema`; a bad argument is a 422 in the API's error shape, as
+    flask-smorest answers for the routes it validates."""
+    try:
+        return schema.load(request.args, unknown=EXCLUDE)
+    except ValidationError as exc:
+        abort(422, messages={"query": exc.messages})
+
+
 @bp.get("/api/audit")
 @require_role("admin")
 def audit_log():
-    page = max(1, request.args.get("page", 1, type=int))
-    per_page = min(200, max(1, request.args.get("perPage", 50, type=int)))
+    args = query_args(schemas.AuditListArgs())
+    page, per_page = args["page"], args["perPage"]
     total = db.session.scalar(select(func.count()).select_from(AuditEntry))
     entries = db.session.scalars(
         select(AuditEntry).order_by(AuditEntry.id.desc())

@@ -15,8 +15,12 @@ NO_NUL = validate.Regexp(r"^[^\x00]*$", error="must not contain NUL characters")
 CLIENT_ID = validate.Regexp(CLIENT_ID_RE.pattern, error="must be a client uuid")
 
 
+# Far beyond any real list; keeps OFFSET within the 64-bit integers databases accept.
+MAX_PAGE = 1_000_000
+
+
 class PageArgs(Schema):
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=1_000_000))
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=MAX_PAGE))
     perPage = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
 
 
@@ -28,6 +32,10 @@ class ClientListArgs(PageArgs):
 
 class EventListArgs(PageArgs):
     clientUuid = fields.String(validate=CLIENT_ID)
+
+
+class AuditListArgs(PageArgs):
+    perPage = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
 
 
 class PagedSchema(Schema):
@@ -113,7 +121,7 @@ class AcknowledgedSchema(Schema):
 
 
 class OverviewArgs(Schema):
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=1_000_000))
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=MAX_PAGE))
     perPage = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
 
 

@@ -33,12 +33,16 @@ def _page_context(**extra):
             "refresh_ms": int(current_settings().panel_refresh_seconds * 1000), **extra}
 
 
-def _fleet_filters() -> dict:
-    """The fleet page's filters, checked by the API's schema; an invalid one is ignored."""
-    schema = schemas.ClientListArgs(only=("status", "search", "sort", "page"))
+def _query_args(schema) -> dict:
+    """The query checked by the API's schema. A page ignores an invalid argument (a page
+    number out of range too) and shows what it would without it, rather than an error."""
     given = {k: v for k, v in request.args.items() if k in schema.fields and v}
     errors = schema.validate(given)
     return schema.load({k: v for k, v in given.items() if k not in errors})
+
+
+def _fleet_filters() -> dict:
+    return _query_args(schemas.ClientListArgs(only=("status", "search", "sort", "page")))
 
 
 @bp.get("/")
@@ -97,7 +101,7 @@ def client_detail(client_uuid: str):
 @bp.get("/events")
 @require_role("viewer", page=True)
 def events():
-    page = max(1, request.args.get("page", 1, type=int))
+    page = _query_args(schemas.PageArgs(only=("page",)))["page"]
     total, rows = event_page(db.session, page=page, per_page=PER_PAGE)
     return render_template("events.html", **_page_context(
         events=rows, page=page, pages=max(1, -(-total // PER_PAGE))))
