@@ -73,9 +73,13 @@ def make_client(
     username: str | None,
     password: str | None,
     tls: ssl.SSLContext | None = None,
+    manual_ack: bool = False,
 ) -> mqtt.Client:
+    """`manual_ack`: paho does not acknowledge a received QoS 1 message itself; the caller does,
+    with `client.ack(mid, qos)`, once the message is safe (the listener: once committed)."""
     client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
+        CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
+        manual_ack=manual_ack,
     )
     if username:
         client.username_pw_set(username, password or None)
@@ -85,28 +89,38 @@ def make_client(
     return client
 
 
-def service_client(settings: Settings, client_id: str) -> mqtt.Client:
+def service_client(settings: Settings, client_id: str, *, manual_ack: bool = False
+                   ) -> mqtt.Client:
     return make_client(client_id, username=settings.mqtt_user, password=settings.mqtt_password,
-                       tls=tls_context(settings))
+                       tls=tls_context(settings), manual_ack=manual_ack)
 
 
-def connect_properties(session_expiry_seconds: int) -> Properties:
+def connect_properties(session_expiry_seconds: int, receive_maximum: int | None = None
+                       ) -> Properties:
     props = Properties(PacketTypes.CONNECT)
     props.SessionExpiryInterval = session_expiry_seconds
+    if receive_maximum is not None:
+        props.ReceiveMaximum = receive_maximum
     return props
 
 
 def connect_async(
-    client: mqtt.Client, settings: Settings, *, session_expiry_seconds: int = 0
+    client: mqtt.Client,
+    settings: Settings,
+    *,
+    session_expiry_seconds: int = 0,
+    receive_maximum: int | None = None,
 ) -> None:
     """Start connecting in the background; paho's loop keeps retrying with back-off.
 
     A session expiry above 0 keeps the broker queueing QoS 1 messages for us while we are away.
+    `receive_maximum` (MQTT 5, 1 to 65,535) is how many QoS 1 messages the broker may send us
+    before we acknowledge one; None leaves it to the broker (Mosquitto: max_inflight_messages).
     """
     client.connect_async(
         settings.mqtt_host,
         settings.mqtt_port,
         keepalive=settings.mqtt_keepalive,
         clean_start=session_expiry_seconds == 0,
-        properties=connect_properties(session_expiry_seconds),
+        properties=connect_properties(session_expiry_seconds, receive_maximum),
     )
