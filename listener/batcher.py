@@ -157,7 +157,7 @@ class Batcher:
         return False
 
     def _write_one_by_one(self, batch: list[Message | Rejection]) -> bool:
-        for item in batch:
+        for position, item in enumerate(batch):
             try:
                 with self.session_factory() as session, session.begin():
                     result = apply_batch(session, [item], now=self.clock(),
@@ -165,8 +165,9 @@ class Batcher:
                 self._record(result.by_kind, [item], result.unknown_commands)
             except Exception as exc:  # noqa: BLE001
                 if is_transient(exc):
-                    # Keep what is left for the retry; what was written is not written again.
-                    self.pending = batch[batch.index(item) :]
+                    # Keep what is left for the retry; what was written is not written again
+                    # (by position: equal messages, such as repeated rejections, are common).
+                    self.pending = batch[position:]
                     return self._schedule_retry(exc, len(self.pending))
                 self._drop_unstorable(item, exc)
         return True
