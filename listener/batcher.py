@@ -5,6 +5,10 @@ loop (and by tests, once): it moves queued messages into the pending batch and w
 batch when it is full or old enough. A batch that fails to commit because the database is
 away stays pending and is retried with back-off; nothing accepted is dropped while the
 process lives.
+
+Messages are written in the order they were put, so `committed` (how many are handled for
+good: stored, or rejected and counted) says which: the first `committed` ones. The listener
+acknowledges them to the broker by that count (listener.acks).
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ class Batcher:
         self.pending_since: float | None = None
         self.retry_at = 0.0
         self.failures = 0
+        self.committed = 0
         self.stored: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()
 
@@ -133,6 +138,7 @@ class Batcher:
             log.error("a batch of %d was refused (%s); writing it one by one", len(batch), exc)
             return self._write_one_by_one(batch)
         self._record(result.by_kind, batch, result.unknown_commands)
+        self.committed += len(batch)
         elapsed = self.monotonic() - started
         self.metrics.batch_seconds.observe(elapsed)
         log.debug(
@@ -170,6 +176,9 @@ class Batcher:
                     self.pending = batch[position:]
                     return self._schedule_retry(exc, len(self.pending))
                 self._drop_unstorable(item, exc)
+            # Stored, or dropped as unstorable: retrying it could never succeed, and held
+            # back unacknowledged it would come again with every restart.
+            self.committed += 1
         return True
 
     def _drop_unstorable(self, item: Any, exc: BaseException) -> None:

@@ -87,3 +87,6 @@ class InlineSink:
 
     def backlog(self) -> int:
         return self.batcher.backlog()
+
+    def committed(self) -> int:
+        return self.batcher.committed

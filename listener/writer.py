@@ -4,6 +4,11 @@ paho's network thread handles one packet per select() and needs the interpreter 
 data arrives; in the same process as the writer it waits behind the writer's work for the
 GIL, which halves ingest (measured in bench/ingest.py). So the listener process only
 receives and acknowledges, and ships raw messages in chunks over a pipe to this process.
+
+The pipe runs both ways: after every commit this process sends back how many of the shipped
+messages it has committed ("committed through N"), and the listener process acknowledges
+those to the broker (listener.acks). What this process had not committed when it died is
+not acknowledged, so the broker sends it again to the restarted listener.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ log = logging.getLogger(__name__)
 SHIP_SECONDS = 0.005  # how often the listener process hands what arrived to the writer
 # One record per message: receive time, retain flag, topic length, payload length, then both.
 RECORD = struct.Struct("!d?HI")
+# Writer to listener: the number of shipped messages committed so far, in shipping order.
+COMMITTED = struct.Struct("!Q")
 
 
 def pack(buffer: bytearray, topic: str, payload: bytes, retained: bool,
@@ -60,6 +67,8 @@ class ProcessSink:
         self.lock = threading.Lock()
         self.buffer = bytearray()
         self.count = 0
+        self.committed_through = 0
+        self.broken = False
         self.process = context.Process(
             target=writer_main, args=(settings, child, log_level), name="listener-writer"
         )
@@ -76,21 +85,27 @@ class ProcessSink:
         time.sleep(min(wait, SHIP_SECONDS))
         with self.lock:
             data, self.buffer, self.count = self.buffer, bytearray(), 0
-        if data:
-            self.conn.send_bytes(data)
+        if data and not self.broken:
+            try:
+                self.conn.send_bytes(data)
+            except OSError:
+                # The writer died. What was in `data` is neither committed nor acknowledged:
+                # the broker sends it again to the next start.
+                self.broken = True
         return False
 
     def failed(self) -> str | None:
-        if self.process.is_alive():
+        if self.process.is_alive() and not self.broken:
             return None
+        self.process.join(5)  # the pipe breaks a moment before the process is gone
         return f"the writer process exited with code {self.process.exitcode}"
 
     def drain(self, timeout: float) -> bool:
         """Ship the rest, tell the writer to finish, and wait for it to write everything."""
+        self.step(0)
         try:
-            self.step(0)
             self.conn.send_bytes(b"")  # end of stream
-        except (BrokenPipeError, OSError):
+        except OSError:
             return False
         self.process.join(timeout)
         if self.process.is_alive():
@@ -101,6 +116,28 @@ class ProcessSink:
 
     def backlog(self) -> int:
         return self.count
+
+    def committed(self) -> int:
+        """How many of the messages accepted so far the writer has committed (its last word)."""
+        try:
+            while self.conn.poll():
+                (self.committed_through,) = COMMITTED.unpack(self.conn.recv_bytes())
+        except (EOFError, OSError):
+            pass  # the writer is gone: failed() says so, and it committed no more
+        return self.committed_through
+
+
+def report_committed(conn: Connection, committed: int, reported: int) -> int:
+    """Tell the listener process how many messages are committed, when that changed.
+
+    A few bytes per batch: the listener process reads them every SHIP_SECONDS, so this never
+    fills the pipe and blocks."""
+    if committed != reported:
+        try:
+            conn.send_bytes(COMMITTED.pack(committed))
+        except OSError:
+            pass  # the listener process is gone; the next read says so
+    return committed
 
 
 def writer_main(settings: Settings, conn: Connection, log_level: str) -> None:
@@ -117,6 +154,7 @@ def writer_main(settings: Settings, conn: Connection, log_level: str) -> None:
         batcher.metrics.serve(settings.listener_metrics_port)
         log.info("metrics on http://127.0.0.1:%d/metrics", settings.listener_metrics_port)
     intake = Intake(settings, batcher)
+    reported = 0
     while True:
         wait = batcher.flush_seconds / 4
         if batcher.pending_since is not None:
@@ -133,8 +171,11 @@ def writer_main(settings: Settings, conn: Connection, log_level: str) -> None:
             intake.handle(*raw)
         while batcher.step():
             pass
+        reported = report_committed(conn, batcher.committed, reported)
     backlog = batcher.backlog()
-    if batcher.drain(30):
+    drained = batcher.drain(30)
+    report_committed(conn, batcher.committed, reported)
+    if drained:
         log.info("writer stopped; %d pending messages written", backlog)
         raise SystemExit(0)
     log.error("writer stopped with %d messages not written: the database stayed unavailable",
