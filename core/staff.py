@@ -152,6 +152,28 @@ def enable_user(session: Session, username: str, *, now: datetime, actor: str) -
     return True
 
 
+def ensure_user(session: Session, username: str, role: str, password: str, *, now: datetime,
+                actor: str) -> None:
+    """Make the user exist, enabled, with this role and password, changing only what differs
+    (each change as the functions above make it). For `infoscreen dev`, whose admin signs in
+    with the password in its settings on every start."""
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None:
+        add_user(session, username, role, password, now=now, actor=actor)
+        return
+    if not password_matches(user, password):
+        set_password(session, username, password, now=now, actor=actor)
+    set_role(session, username, role, now=now, actor=actor)
+    enable_user(session, username, now=now, actor=actor)
+
+
+def password_matches(user: User, password: str) -> bool:
+    try:
+        return _hasher.verify(user.password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
 def sign_out(session: Session, user_id: int) -> None:
     """End every session of the user, this one and any copy of its cookie."""
     user = session.get(User, user_id)

@@ -26,7 +26,7 @@ from core.clock import utc_now
 from core.config import Settings
 from core.db import describe_url, make_engine, make_session_factory
 from core.files import write_private
-from core.staff import add_user
+from core.staff import ensure_user
 from core.staff import generate_password as staff_password
 from mosquitto import certs
 from mosquitto.accounts import AccountStore, generate_password
@@ -190,10 +190,11 @@ def provision_broker(values: dict[str, str], devices: list[tuple[str, str]]) -> 
 
 
 def create_admin(values: dict[str, str]) -> None:
+    """The admin the banner names, with its password, on every start (kept when unchanged)."""
     engine = make_engine(values["DATABASE_URL"])
     with make_session_factory(engine)() as session, session.begin():
-        add_user(session, values["INFOSCREEN_ADMIN_USER"], "admin",
-                 values["INFOSCREEN_ADMIN_PASSWORD"], now=utc_now(), actor="infoscreen dev")
+        ensure_user(session, values["INFOSCREEN_ADMIN_USER"], "admin",
+                    values["INFOSCREEN_ADMIN_PASSWORD"], now=utc_now(), actor="infoscreen dev")
     engine.dispose()
 
 

@@ -308,6 +308,17 @@ def test_user_role_gives_another_role_and_ends_sessions(db, carol, capsys):
     assert "has role admin" in capsys.readouterr().out
 
 
+def test_the_dev_stack_signs_its_admin_in_on_every_start(db):
+    # `infoscreen dev` makes its admin on each start: a second start must not be refused.
+    from infoscreen.dev import create_admin
+
+    values = {"DATABASE_URL": db.url, "INFOSCREEN_ADMIN_USER": "admin",
+              "INFOSCREEN_ADMIN_PASSWORD": "the dev admin's password"}
+    create_admin(values)
+    create_admin(values)
+    assert can_sign_in(db, "admin", "the dev admin's password")
+
+
 @pytest.mark.parametrize("words", [["passwd", "nobody"], ["disable", "nobody"],
                                    ["enable", "nobody"], ["role", "nobody", "--role", "admin"]])
 def test_user_changes_name_an_unknown_user(db, monkeypatch, capsys, words):

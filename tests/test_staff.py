@@ -16,6 +16,7 @@ from core.staff import (
     create_token,
     disable_user,
     enable_user,
+    ensure_user,
     record_token_use,
     revoke_token,
     role_at_least,
@@ -138,6 +139,23 @@ def test_changes_to_an_unknown_user_are_refused(db, function):
     with pytest.raises(StaffError, match="no user 'nobody'"):
         change(db, function, "nobody")
     assert count(db, AuditEntry) == 0
+
+
+def test_the_dev_stacks_admin_is_made_once_and_kept_as_is_on_every_start(db):
+    for _ in range(2):
+        change(db, ensure_user, "admin", "admin", PASSWORD)
+    assert user_row(db, "admin").session_version == 0
+    assert [a[0] for a in audit_actions(db)] == ["user.set"]
+
+
+def test_the_dev_stacks_admin_gets_back_its_password_role_and_sign_in(db):
+    add(db, "admin", "viewer", "another long password")
+    change(db, disable_user, "admin")
+    change(db, ensure_user, "admin", "admin", PASSWORD)
+    with db.sessions() as session, session.begin():
+        assert authenticate(session, "admin", PASSWORD, now=NOW).role == "admin"
+    assert [a[0] for a in audit_actions(db)] == [
+        "user.set", "user.disable", "user.passwd", "user.role", "user.enable"]
 
 
 def test_signing_out_ends_every_session_of_the_user(db):
