@@ -1,7 +1,9 @@
 """The listener process: paho receives and acknowledges; a sink parses and writes.
 
 In production the sink is the writer process (listener.writer); tests use the in-process
-sink (listener.intake). Both run the same parser and batcher.
+sink (listener.intake). Both run the same parser and batcher, and both report how many
+messages they committed: a QoS 1 message is acknowledged to the broker only then
+(listener.acks), so one that dies with the writer comes again.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from core.clock import Clock, utc_now
 from core.config import Settings
 from core.contract import subscription_topics
+from listener.acks import Acknowledger
 from listener.intake import InlineSink, Intake, build_batcher
 from listener.writer import ProcessSink
 from mqtt_client import connect_async, default_client_id, service_client
@@ -25,6 +28,7 @@ log = logging.getLogger(__name__)
 
 SESSION_EXPIRY_SECONDS = 3600  # the broker keeps queueing for us across restarts this long
 SHUTDOWN_DRAIN_SECONDS = 30
+RECEIVE_MAXIMUM_CEILING = 65_535  # the largest Receive Maximum MQTT 5 can express
 
 
 class Sink(Protocol):
@@ -33,6 +37,7 @@ class Sink(Protocol):
     def failed(self) -> str | None: ...
     def drain(self, timeout: float) -> bool: ...
     def backlog(self) -> int: ...
+    def committed(self) -> int: ...  # how many accepted messages are committed, in order
 
 
 class Listener:
@@ -51,8 +56,11 @@ class Listener:
         self.topics = subscription_topics(settings.mqtt_topic_prefix)
         self.subscribed = threading.Event()
         self.stopping = threading.Event()
+        self.taking = threading.Event()  # cleared at shutdown: what arrives then is not taken
+        self.taking.set()
         client_id = client_id or settings.listener_client_id or default_client_id("listener")
-        self.client = service_client(settings, client_id)
+        self.client = service_client(settings, client_id, manual_ack=True)
+        self.acks = Acknowledger(self.client.ack)
         self.client.on_connect = self.on_connect
         self.client.on_disconnect = self.on_disconnect
         self.client.on_subscribe = self.on_subscribe
@@ -88,15 +96,21 @@ class Listener:
 
     def on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason_code: Any,
                       _properties: Any) -> None:
+        self.acks.connection_lost()
         self.subscribed.clear()
         if not self.stopping.is_set():
             log.warning("disconnected from the broker (%s); reconnecting", reason_code)
 
     def on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if not self.taking.is_set():
+            return  # shutting down: unacknowledged, it goes to the next start
         try:
             self.sink.accept(msg.topic, msg.payload, bool(msg.retain), self.clock())
         except Exception:  # an escaping exception would silently kill paho's thread
             log.exception("could not handle a message on %r", getattr(msg, "_topic", b""))
+            self.acks.skipped(msg.mid, msg.qos)
+        else:
+            self.acks.took(msg.mid, msg.qos)
 
     # The main loop.
 
@@ -106,15 +120,37 @@ class Listener:
         In a shared group the session ends with the connection: the broker hands a group's
         messages round-robin to its sessions, offline ones included, so a stopped member would
         swallow its share until the session expired. The other members take over instead.
+        The price: what a member took and had not committed when its writer died is gone
+        with its session, acknowledged or not (Mosquitto passes it to no other member).
         """
         return 0 if self.settings.listener_shared_group else SESSION_EXPIRY_SECONDS
 
+    def receive_maximum(self) -> int:
+        """How many QoS 1 messages the broker may send us unacknowledged (MQTT 5).
+
+        Nothing is acknowledged before its batch commits, so this window must hold a full
+        batch (LISTENER_BATCH_SIZE, 1,000 by default) and should hold two: one committing
+        while the next fills, or the broker would wait for every commit before sending more.
+        Two batches, then: 2,000 by default. Mosquitto takes a client's Receive Maximum in
+        place of its max_inflight_messages (1,000 in mosquitto/config.py, what clients that
+        announce none get), so the listener gets its 2,000 and devices keep 1,000. The largest
+        batch (50,000) gets the protocol's ceiling, 65,535: the full batch and a part of the
+        next. A batch the window cannot fill (a broker that caps the window lower) is still
+        written when it is LISTENER_FLUSH_MS old, so no setting can hang the listener.
+        Beyond the window the broker queues for us (max_queued_messages), as it does while
+        the listener restarts.
+        """
+        return min(RECEIVE_MAXIMUM_CEILING, 2 * self.settings.listener_batch_size)
+
     def start(self) -> None:
-        connect_async(self.client, self.settings, session_expiry_seconds=self.session_expiry())
+        connect_async(self.client, self.settings, session_expiry_seconds=self.session_expiry(),
+                      receive_maximum=self.receive_maximum())
         self.client.loop_start()
 
     def step(self) -> bool:
-        return self.sink.step(self.settings.listener_flush_ms / 4000)
+        more = self.sink.step(self.settings.listener_flush_ms / 4000)
+        self.acks.release(self.sink.committed())
+        return more
 
     def run(self) -> None:
         self.start()
@@ -137,15 +173,35 @@ class Listener:
         """Stop taking messages, then write everything taken. Messages the broker still holds
         for our session are delivered to the next start."""
         self.stopping.set()
-        self.client.disconnect()
-        self.client.loop_stop()
+        if self.session_expiry():
+            # The broker keeps our session and sends again what we did not acknowledge: stop
+            # taking, write what was taken and acknowledge it, then leave. Leaving first would
+            # have the broker send it all again to the next start.
+            self.taking.clear()
+            self.drain()
+            self.disconnect()
+        else:
+            # In a shared group the session ends with the connection, and Mosquitto does not
+            # hand what it sent us unacknowledged to the other members (tried with 2.0): what
+            # we took exists only here. Leave first, so that no more comes, then write it.
+            self.disconnect()
+            self.drain()
+
+    def drain(self) -> None:
         backlog = self.sink.backlog()
-        if self.sink.drain(SHUTDOWN_DRAIN_SECONDS):
+        drained = self.sink.drain(SHUTDOWN_DRAIN_SECONDS)
+        self.acks.release(self.sink.committed())
+        if drained:
             log.info("listener stopped; %d pending messages written", backlog)
         else:
             self.exit_code = 1
             log.error("listener stopped with messages not written: the database stayed "
                       "unavailable or the writer failed")
+
+    def disconnect(self) -> None:
+        # paho writes the PUBACKs queued so far before the DISCONNECT, and loop_stop waits.
+        self.client.disconnect()
+        self.client.loop_stop()
 
 
 def build_listener(
