@@ -14,13 +14,19 @@ from flask_smorest import Blueprint, abort
 
 from core import commands
 from core.clock import utc_now
-from core.commands import CommandLocked, CommandPolicy, NotCancellable, UnknownCommand
+from core.commands import (
+    CommandError,
+    CommandLocked,
+    CommandPolicy,
+    NotCancellable,
+    UnknownCommand,
+)
 from core.fleet import UnknownClient, iso
 from core.models import ClientCommand
 from core.staff import audit, role_at_least
 from server import schemas
 from server.api import known_client_id
-from server.auth import current_principal, require_role
+from server.auth import Principal, current_principal, require_role
 from server.dispatch import command_dispatcher
 from server.extensions import current_settings, db
 
@@ -49,39 +55,63 @@ def command_json(command: ClientCommand, *, with_history: bool = False) -> dict[
     return body
 
 
-def _issue(client_uuid: str, action: str, reason: str, force: bool):
-    principal = current_principal()
-    client_uuid = known_client_id(client_uuid)
+class NeedsAdmin(CommandError):
+    """The action (shutdown_host) or `force` is for admins."""
+
+
+def issue_as(principal: Principal, client_uuid: str, action: str, reason: str,
+             force: bool = False) -> ClientCommand:
+    """Issue a command for `principal`, audit it (refusals too), commit and publish it.
+
+    Shared by the API and the panels' confirmation form. Raises NeedsAdmin, UnknownClient
+    or CommandLocked (after auditing the refusal).
+    """
     now = utc_now()
-    needs_admin = action in commands.ADMIN_ONLY_ACTIONS or force
-    if needs_admin and not role_at_least(principal.role, "admin"):
-        what = "force" if force else action
-        _audit_refusal(principal.name, client_uuid, action, f"{what} needs the admin role")
-        abort(403, message=f"{what} needs the admin role")
+    if (action in commands.ADMIN_ONLY_ACTIONS or force) and not role_at_least(
+            principal.role, "admin"):
+        why = f"{'force' if force else action} needs the admin role"
+        _audit_refusal(principal.name, client_uuid, action, why)
+        raise NeedsAdmin(why)
     try:
         command = commands.issue_command(
             db.session, now, CommandPolicy.from_settings(current_settings()),
             client_uuid=client_uuid, action=action, reason=reason,
             requested_by=principal.name, force=force,
         )
-    except UnknownClient as exc:
+    except UnknownClient:
         db.session.rollback()
-        abort(404, message=str(exc))
+        raise
     except CommandLocked as exc:
         db.session.rollback()
         _audit_refusal(principal.name, client_uuid, action, str(exc),
                        blockingCommandId=exc.blocking_id)
-        body = {"error": "Conflict", "message": str(exc), "retryAfter": exc.retry_after,
-                "blockingCommand": {"commandId": exc.blocking_id,
-                                    "action": exc.blocking_action,
-                                    "state": exc.blocking_state}}
-        response = make_response(jsonify(body), 409)
-        response.headers["Retry-After"] = str(exc.retry_after)
-        return response
+        raise
     audit(db.session, now, principal.name, "command_issued", client_uuid,
           commandId=command.id, commandAction=action, reason=reason, forced=force)
     db.session.commit()
     command_dispatcher().dispatch(command)
+    return command
+
+
+def _locked(exc: CommandLocked):
+    body = {"error": "Conflict", "message": str(exc), "retryAfter": exc.retry_after,
+            "blockingCommand": {"commandId": exc.blocking_id, "action": exc.blocking_action,
+                                "state": exc.blocking_state}}
+    response = make_response(jsonify(body), 409)
+    response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+def _issue(client_uuid: str, action: str, reason: str, force: bool):
+    try:
+        command = issue_as(current_principal(), known_client_id(client_uuid), action, reason,
+                           force)
+    except NeedsAdmin as exc:
+        abort(403, message=str(exc))
+    except UnknownClient as exc:
+        abort(404, message=str(exc))
+    except CommandLocked as exc:
+        return _locked(exc)
     return {"command": command_json(command)}
 
 

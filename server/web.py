@@ -2,29 +2,60 @@
 
 Pages are rendered on the server; the service-failed panel refreshes itself from the API
 (frontend/static/panels.js). Device-supplied text is only ever inserted as text: Jinja
-escapes it in templates, and the script uses textContent.
+escapes it in templates, and the script uses textContent. A power command takes two steps:
+the client page's button opens a confirmation page naming the screen and the action, whose
+form (with its CSRF token) issues it, so one stray or framed click sends nothing.
 """
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, render_template, request
+from dataclasses import dataclass
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
 from core.activity import activity_timeline
 from core.clock import utc_now
-from core.commands import client_commands
+from core.commands import ADMIN_ONLY_ACTIONS, CommandLocked, client_commands
 from core.contract import CLIENT_ID_RE
-from core.fleet import age_text, client_page, crashed_clients, event_page, fleet_overview
+from core.fleet import (
+    UnknownClient,
+    age_text,
+    client_page,
+    crashed_clients,
+    event_page,
+    fleet_overview,
+)
 from core.liveness import liveness
 from core.models import Client, ClientLog
 from core.staff import role_at_least
 from server import schemas
 from server.auth import current_principal, require_role
 from server.charts import activity_chart
+from server.commands import NeedsAdmin, issue_as
 from server.extensions import current_settings, db
 
 bp = Blueprint("web", __name__)
 PER_PAGE = 50
+PANEL_REASON = "requested in the staff panel"
+
+
+@dataclass(frozen=True)
+class PowerAction:
+    label: str  # the button's
+    question: str  # "Do you want to ... <screen>?"
+    consequence: str
+
+
+POWER_ACTIONS = {
+    "restart_app": PowerAction("Restart app", "restart the player app on",
+                               "The player restarts; the screen is blank for a moment."),
+    "reboot_host": PowerAction("Reboot", "reboot",
+                               "The screen reboots and is offline for a few minutes."),
+    "shutdown_host": PowerAction("Shut down", "shut down",
+                                 "The screen switches off. Someone must switch it on again "
+                                 "on site."),
+}
 
 
 def _page_context(**extra):
@@ -73,12 +104,17 @@ def home():
     )
 
 
-@bp.get("/clients/<string:client_uuid>")
-@require_role("viewer", page=True)
-def client_detail(client_uuid: str):
+def _client_or_404(client_uuid: str) -> Client:
     client = db.session.get(Client, client_uuid) if CLIENT_ID_RE.match(client_uuid) else None
     if client is None:
         abort(404)
+    return client
+
+
+@bp.get("/clients/<string:client_uuid>")
+@require_role("viewer", page=True)
+def client_detail(client_uuid: str):
+    client = _client_or_404(client_uuid)
     s = current_settings()
     now = utc_now()
     logs = db.session.scalars(select(ClientLog).where(ClientLog.client_uuid == client_uuid)
@@ -91,6 +127,7 @@ def client_detail(client_uuid: str):
         **_page_context(
             client=client, logs=logs, events=events, chart=activity_chart(timeline),
             commands=commands, is_admin=role_at_least(current_principal().role, "admin"),
+            power_actions=POWER_ACTIONS,
             status=liveness(client.last_seen_at, now, s.heartbeat_stale_seconds,
                             s.heartbeat_down_seconds),
             seen=age_text((now - client.last_seen_at).total_seconds()),
@@ -105,3 +142,48 @@ def events():
     total, rows = event_page(db.session, page=page, per_page=PER_PAGE)
     return render_template("events.html", **_page_context(
         events=rows, page=page, pages=max(1, -(-total // PER_PAGE))))
+
+
+def _power_action(action: str) -> PowerAction:
+    """The action, if it exists and the principal's role may issue it."""
+    power = POWER_ACTIONS.get(action)
+    if power is None:
+        abort(404)
+    needed = "admin" if action in ADMIN_ONLY_ACTIONS else "operator"
+    if not role_at_least(current_principal().role, needed):
+        abort(403)
+    return power
+
+
+@bp.get("/clients/<string:client_uuid>/commands/<string:action>")
+@require_role("operator", page=True)
+def confirm_command(client_uuid: str, action: str):
+    """The confirmation page of a power command: it names the screen and the action."""
+    client = _client_or_404(client_uuid)
+    s = current_settings()
+    return render_template("confirm_command.html", **_page_context(
+        client=client, action=action, power=_power_action(action), reason=PANEL_REASON,
+        status=liveness(client.last_seen_at, utc_now(), s.heartbeat_stale_seconds,
+                        s.heartbeat_down_seconds)))
+
+
+def _form_reason() -> str:
+    reason = " ".join(request.form.get("reason", "").replace("\x00", "").split())
+    return reason[:500] or PANEL_REASON
+
+
+@bp.post("/clients/<string:client_uuid>/commands/<string:action>")
+@require_role("operator", page=True)
+def issue_command(client_uuid: str, action: str):
+    """The confirmation form's target: issue the command, then back to the client page,
+    which says whether it was sent."""
+    client = _client_or_404(client_uuid)
+    power = _power_action(action)
+    name = client.hostname or client.uuid
+    try:
+        issue_as(current_principal(), client.uuid, action, _form_reason())
+    except (NeedsAdmin, UnknownClient, CommandLocked) as exc:
+        flash(f"{power.label} not sent: {exc}", "error")
+    else:
+        flash(f"{power.label} sent to {name}.", "notice")
+    return redirect(url_for("web.client_detail", client_uuid=client.uuid, _anchor="commands"))

@@ -13,9 +13,11 @@ import uuid as uuidlib
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from werkzeug.serving import make_server
 
 from core.clock import utc_now
+from core.models import Client, ClientCommand
 from core.staff import add_user
 from server import create_app
 from tests.conftest import RunningListener, make_settings
@@ -156,23 +158,125 @@ class AckingScreen:
         self.client.loop_stop()
 
 
-def test_an_operator_restarts_the_app_and_watches_the_command_complete(
-    site, browser, broker, publish_as
-):
+def test_an_operator_restarts_the_app_and_watches_the_command_complete(site, browser, broker):
     base, _ = site
     screen = AckingScreen(broker)
     try:
-        publish_as(broker.device_b).publish(f"infoscreen/{screen.uuid}/heartbeat", {})
+        # From the screen's own connection: a second one with its login would take it over.
+        screen.client.publish(f"infoscreen/{screen.uuid}/heartbeat", "{}",
+                              qos=1).wait_for_publish(timeout=5)
         page, _ = sign_in(browser, base, "olga")
         page.goto(f"{base}/clients/{screen.uuid}")
         panel = page.locator("#commands")
-        assert panel.locator('button[data-action="shutdown_host"]').count() == 0  # admin only
-        panel.locator('button[data-action="restart_app"]').click()
+        assert panel.locator('[data-action="shutdown_host"]').count() == 0  # admin only
+        panel.locator('a[data-action="restart_app"]').click()
+        page.locator("form.confirm-command button.confirm").click()
+        page.wait_for_url(f"{base}/clients/{screen.uuid}#commands")
         row = panel.locator("tbody tr[data-command]")
         playwright.expect(row).to_have_count(1, timeout=10_000)
         playwright.expect(row.locator("td.state")).to_have_text("completed", timeout=15_000)
-        panel.locator('button[data-action="restart_app"]').click()  # inside the lockout
-        playwright.expect(panel.locator(".panel-error")).to_contain_text("is locked")
+        panel.locator('a[data-action="restart_app"]').click()  # inside the lockout
+        page.locator("form.confirm-command button.confirm").click()
+        playwright.expect(panel.locator(".flash.error")).to_contain_text("is locked")
         page.screenshot(path=str(ARTIFACTS / "client-commands.png"), full_page=True)
     finally:
         screen.close()
+
+
+def add_screen(db, uuid: str, hostname: str) -> None:
+    with db.sessions() as session, session.begin():
+        now = utc_now()
+        session.add(Client(uuid=uuid, hostname=hostname, first_seen_at=now, last_seen_at=now))
+
+
+def commands_in_database(db) -> list[tuple[str, str]]:
+    with db.sessions() as session:
+        return [tuple(r) for r in session.execute(
+            select(ClientCommand.action, ClientCommand.requested_by))]
+
+
+def test_a_reboot_needs_its_confirmation_and_cancelling_sends_nothing(site, browser, broker, db):
+    base, _ = site
+    uuid = broker.device_b.username
+    add_screen(db, uuid, "foyer-display")
+    page, dialogs = sign_in(browser, base, "olga")
+    page.goto(f"{base}/clients/{uuid}")
+    reboot = page.locator('#commands a[data-action="reboot_host"]')
+
+    reboot.click()  # one click only opens the confirmation
+    page.wait_for_url(f"{base}/clients/{uuid}/commands/reboot_host")
+    form = page.locator("form.confirm-command")
+    playwright.expect(form.locator("h1")).to_have_text("Reboot?")
+    playwright.expect(form.locator(".question")).to_contain_text("reboot foyer-display")
+    playwright.expect(form).to_contain_text(uuid)
+    page.screenshot(path=str(ARTIFACTS / "confirm-reboot.png"), full_page=True)
+    form.locator("a.cancel").click()
+    page.wait_for_url(f"{base}/clients/{uuid}#commands")
+    assert commands_in_database(db) == []
+
+    reboot.click()
+    form.locator("input[name=reason]").fill("frozen picture")
+    form.locator("button.confirm").click()
+    page.wait_for_url(f"{base}/clients/{uuid}#commands")
+    playwright.expect(page.locator("#commands .flash.notice")).to_have_text(
+        "Reboot sent to foyer-display.")
+    assert commands_in_database(db) == [("reboot_host", "olga")]
+    items = page.evaluate(
+        """async (uuid) => (await (await fetch(`/api/clients/${uuid}/commands`)).json()).items""",
+        uuid)
+    assert [(c["action"], c["reason"]) for c in items] == [("reboot_host", "frozen picture")]
+    playwright.expect(page.locator("#commands tbody tr[data-command]")).to_have_count(1)
+    assert dialogs == []  # no window.confirm any more
+
+
+# Gathers what the browser reports as Content-Security-Policy violations; an init script runs
+# before the page's own and is not itself subject to the policy.
+CSP_WATCH = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation",
+  (e) => window.__cspViolations.push(`${e.violatedDirective} ${e.blockedURI}`));
+"""
+
+
+def test_the_panels_work_under_the_csp_with_no_violations(site, browser, broker, db):
+    base, _ = site
+    uuid = broker.device_b.username
+    add_screen(db, uuid, "foyer-display")
+    context = browser.new_context()
+    context.add_init_script(CSP_WATCH)
+    page = context.new_page()
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
+
+    response = page.goto(f"{base}/login")
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    page.fill("input[name=username]", "olga")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/")
+    seen = {"/login": []}
+
+    def visit(path: str, api_call: str | None) -> None:
+        if api_call:  # the page's own script ran and fetched its panel's data
+            with page.expect_response(lambda r: api_call in r.url, timeout=10_000):
+                page.goto(f"{base}{path}")
+        else:
+            page.goto(f"{base}{path}")
+        playwright.expect(page.locator("main")).to_be_visible()
+        seen[path] = page.evaluate("() => window.__cspViolations")
+
+    visit("/", "/api/clients/service_failed")
+    visit(f"/clients/{uuid}", f"/api/clients/{uuid}/commands")
+    playwright.expect(page.locator("#activity svg")).to_be_visible()
+    visit(f"/clients/{uuid}/commands/restart_app", None)
+    visit("/events", None)
+    assert {path: v for path, v in seen.items() if v} == {}
+    assert [text for text in console if "Content Security Policy" in text] == []
+
+    # The watch itself works: an inline handler is refused and reported.
+    page.evaluate("""() => { const b = document.createElement("button");
+                             b.setAttribute("onclick", "window.__inline = true");
+                             document.body.append(b); b.click(); }""")
+    page.wait_for_function("() => window.__cspViolations.length > 0", timeout=5_000)
+    assert page.evaluate("() => window.__inline") is None
+    context.close()

@@ -1,4 +1,5 @@
-// The client detail's command panel: issue commands and follow their lifecycle live.
+// The client detail's command panel: follows the commands' lifecycle live. Issuing goes
+// through the server-rendered confirmation page, never from here.
 // Everything shown comes back from the API and is inserted with textContent only.
 (function () {
   "use strict";
@@ -9,7 +10,6 @@
   const problem = panel.querySelector(".panel-error");
   const idleMs = Number(panel.dataset.refreshMs) || 10000;
   const busyMs = 1000; // while a command is open, follow it closely
-  const csrf = document.querySelector('meta[name="csrf-token"]').content;
   const open = new Set(["queued", "sent", "accepted", "execution_started"]);
   let timer = null;
 
@@ -55,7 +55,10 @@
     try {
       const response = await fetch(`/api/clients/${encodeURIComponent(client)}/commands?perPage=20`,
                                    {credentials: "same-origin"});
-      if (response.ok) busy = render((await response.json()).items);
+      if (response.ok) {
+        busy = render((await response.json()).items);
+        showProblem("");
+      }
     } catch (error) {
       showProblem("The command panel cannot reach the server; retrying.");
     } finally {
@@ -63,29 +66,5 @@
     }
   }
 
-  async function issue(button) {
-    const confirmText = button.dataset.confirm;
-    if (confirmText && !window.confirm(confirmText)) return;
-    button.disabled = true;
-    showProblem("");
-    try {
-      const response = await fetch(`/api/clients/${encodeURIComponent(client)}/commands`, {
-        method: "POST", credentials: "same-origin",
-        headers: {"X-CSRFToken": csrf, "Content-Type": "application/json"},
-        body: JSON.stringify({action: button.dataset.action, reason: "requested in the staff panel"}),
-      });
-      if (!response.ok) {
-        const answer = await response.json().catch(() => ({}));
-        showProblem(`Not sent: ${answer.message || response.status}`);
-      }
-    } finally {
-      button.disabled = false;
-      refresh();
-    }
-  }
-
-  for (const button of panel.querySelectorAll("button[data-action]")) {
-    button.addEventListener("click", () => issue(button));
-  }
   refresh();
 })();
