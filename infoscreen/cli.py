@@ -213,21 +213,21 @@ def broker_listeners(settings: Settings, args: argparse.Namespace) -> tuple:
     tls = tls_files(settings.broker_dir / "certs")
     tls_port = args.tls_port or settings.broker_tls_port
     address = args.tls_address or settings.broker_tls_address
-    listeners = [Listener(tls_port, address, "TLS: services, monitors and devices with a "
-                          "password", tls=tls)]
+    listeners = [
+        Listener(args.service_port or settings.broker_service_port,
+                 args.service_address or settings.broker_service_address,
+                 "TLS: the backend's services (server and simulator accounts)", tls=tls,
+                 services=True),
+        Listener(tls_port, address, "TLS: devices and monitors with a password", tls=tls),
+    ]
     mtls_port = settings.broker_mtls_port if args.mtls_port is None else args.mtls_port
     if mtls_port:
         listeners.append(Listener(mtls_port, address, "mutual TLS: devices log in with their "
                                   "certificate (CN = uuid)", tls=tls, require_certificate=True))
     if (args.plain or settings.mqtt_plain_listener) == "loopback":
         listeners.append(Listener(args.plain_port, args.plain_address,
-                                  "plain MQTT on loopback, for a staged migration to TLS "
-                                  "(MQTT_PLAIN_LISTENER=loopback)"))
-    ports = [listener.port for listener in listeners]
-    if len(set(ports)) != len(ports):
-        from mosquitto.config import ConfigError as BrokerConfigError
-
-        raise BrokerConfigError(f"two listeners on one port: {ports}")
+                                  "plain MQTT on loopback, for a staged migration of devices "
+                                  "to TLS (MQTT_PLAIN_LISTENER=loopback)"))
     return tuple(listeners)
 
 
@@ -238,23 +238,27 @@ def cmd_broker_config(settings: Settings, args: argparse.Namespace) -> int:
 
     try:
         listeners = broker_listeners(settings, args)
+        config = BrokerConfig(
+            settings.broker_dir,
+            listeners,
+            max_queued_messages=args.max_queued_messages,
+            max_queued_bytes=settings.broker_max_queued_bytes,
+            max_packet_bytes=settings.broker_max_packet_bytes,
+            run_as_user=args.run_as or getpass.getuser(),
+            log_dest=args.log_dest,
+        )
+        written = write_config(config)
     except BrokerConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    config = BrokerConfig(
-        settings.broker_dir,
-        listeners,
-        max_queued_messages=args.max_queued_messages,
-        run_as_user=args.run_as or getpass.getuser(),
-        log_dest=args.log_dest,
-    )
-    print(f"wrote {write_config(config)}")
+    print(f"wrote {written}")
     for listener in listeners:
         print(f"  listener {listener.address}:{listener.port}  {listener.comment}")
     store = AccountStore(settings.broker_dir, settings.mqtt_topic_prefix)
     if store.registry.exists():
         store.save(store.load())  # the password file and the ACL follow this version's rules
-        print(f"wrote {store.password_file} and {store.acl_file}")
+        print(f"wrote {store.password_file}, {store.service_password_file} and "
+              f"{store.acl_file}")
     return 0
 
 
@@ -643,7 +647,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("dev", cmd_dev, "set up and run the whole stack in the foreground (quick start)")
     p.add_argument("--clients", type=int, default=10, help="simulated screens (default 10)")
     p.add_argument("--no-simulator", action="store_true", help="run without simulated screens")
-    p.add_argument("--mqtt-port", type=int, help="broker TLS port (default: 8884, or a free one)")
+    p.add_argument("--mqtt-port", type=int,
+                   help="broker TLS port for devices and monitors (default: 8884, or a free one)")
+    p.add_argument("--service-port", type=int,
+                   help="broker TLS port for the stack's own processes (default: 8885, or a "
+                   "free one)")
     p.add_argument("--web-port", type=int, help="web port (default: 8080, or a free one)")
 
     p = add("clients", cmd_clients, "list the clients with their state")
@@ -681,13 +689,22 @@ def build_parser() -> argparse.ArgumentParser:
     bsub = p.add_subparsers(dest="broker_command", required=True, metavar="ACTION")
     b = bsub.add_parser(
         "config", help="write mosquitto.conf into BROKER_DIR",
-        description="Write BROKER_DIR/mosquitto.conf: a TLS listener (TLS 1.2 or newer, login "
-        "with username and password) with the certificates in BROKER_DIR/certs (make them "
-        "first: infoscreen certs init-ca; infoscreen certs issue-server --dns NAME --ip "
-        "ADDRESS); optionally a mutual-TLS listener for devices (BROKER_MTLS_PORT) and, for a "
-        "staged migration only, a plain listener on loopback (MQTT_PLAIN_LISTENER=loopback). "
-        "No listener allows anonymous clients.")
-    b.add_argument("--tls-port", type=int, help="TLS listener port (default BROKER_TLS_PORT, 8883)")
+        description="Write BROKER_DIR/mosquitto.conf with the certificates in BROKER_DIR/certs "
+        "(make them first: infoscreen certs init-ca; infoscreen certs issue-server --dns NAME "
+        "--ip ADDRESS): a TLS listener for devices and monitors (TLS 1.2 or newer, username "
+        "and password; the client id is the username, shared subscriptions are refused), a "
+        "TLS listener for the backend's services (BROKER_SERVICE_PORT, on loopback unless "
+        "BROKER_SERVICE_ADDRESS says otherwise), optionally a mutual-TLS listener for devices "
+        "(BROKER_MTLS_PORT) and, for a staged migration only, a plain listener on loopback "
+        "(MQTT_PLAIN_LISTENER=loopback). No listener allows anonymous clients. Compiles the "
+        "broker plugin that refuses shared subscriptions (needs a C compiler and Mosquitto's "
+        "plugin headers).")
+    b.add_argument("--tls-port", type=int,
+                   help="devices' TLS listener port (default BROKER_TLS_PORT, 8883)")
+    b.add_argument("--service-port", type=int,
+                   help="services' TLS listener port (default BROKER_SERVICE_PORT, 8885)")
+    b.add_argument("--service-address",
+                   help="services' listener address (default BROKER_SERVICE_ADDRESS, 127.0.0.1)")
     b.add_argument("--tls-address",
                    help="address of the TLS listeners (default BROKER_TLS_ADDRESS, 0.0.0.0)")
     b.add_argument("--mtls-port", type=int,

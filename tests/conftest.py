@@ -162,7 +162,7 @@ class Publisher:
     def __init__(self, broker: TestBroker, login: Login):
         self.broker = broker
         self.client = broker.client(login)
-        self.client.connect(broker.host, broker.port)
+        self.client.connect(broker.host, broker.port_for(login))
         self.client.loop_start()
         wait_until(self.client.is_connected, timeout=5, message=f"{login.username} connected")
         self.retained: set[str] = set()

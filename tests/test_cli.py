@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -108,19 +109,27 @@ def _listeners(conf: str) -> list[list[str]]:
     return [("listener " + block).split("\n\n")[0].splitlines() for block in blocks]
 
 
-def test_broker_config_writes_a_tls_listener_by_default(tmp_path, monkeypatch):
+def test_broker_config_writes_a_services_and_a_devices_tls_listener_by_default(tmp_path,
+                                                                                monkeypatch):
     monkeypatch.setenv("BROKER_DIR", str(tmp_path))
     _broker_certs(tmp_path)
     assert main(["broker", "config"]) == 0
-    listeners = _listeners((tmp_path / "mosquitto.conf").read_text())
-    assert len(listeners) == 1
-    tls = listeners[0]
-    assert tls[0] == "listener 8883 0.0.0.0"
-    assert "allow_anonymous false" in tls and "tls_version tlsv1.2" in tls
-    assert f"cafile {(tmp_path / 'certs' / 'ca-bundle.crt').resolve()}" in tls
-    assert f"keyfile {(tmp_path / 'certs' / 'server.key').resolve()}" in tls
-    assert any(line.startswith("password_file ") for line in tls)
-    assert "require_certificate true" not in tls
+    conf = (tmp_path / "mosquitto.conf").read_text()
+    services, devices = _listeners(conf)
+    assert services[0] == "listener 8885 127.0.0.1"
+    assert f"password_file {tmp_path.resolve() / 'passwd-services'}" in services
+    assert "use_username_as_clientid true" not in services
+    assert devices[0] == "listener 8883 0.0.0.0"
+    for tls in (services, devices):
+        assert "allow_anonymous false" in tls and "tls_version tlsv1.2" in tls
+        assert f"cafile {(tmp_path / 'certs' / 'ca-bundle.crt').resolve()}" in tls
+        assert f"keyfile {(tmp_path / 'certs' / 'server.key').resolve()}" in tls
+        assert "require_certificate true" not in tls
+    assert f"password_file {tmp_path.resolve() / 'passwd'}" in devices
+    assert "use_username_as_clientid true" in devices
+    [plugin] = [line for line in devices if line.startswith("plugin ")]
+    assert Path(plugin.split(" ", 1)[1]).is_file()  # compiled into BROKER_DIR/plugins
+    assert "max_packet_size 4194304" in conf and "max_queued_bytes 268435456" in conf
 
 
 def test_broker_config_adds_a_mutual_tls_listener_for_devices(tmp_path, monkeypatch):
@@ -128,9 +137,10 @@ def test_broker_config_adds_a_mutual_tls_listener_for_devices(tmp_path, monkeypa
     monkeypatch.setenv("BROKER_MTLS_PORT", "8884")
     _broker_certs(tmp_path)
     assert main(["broker", "config"]) == 0
-    tls, mtls = _listeners((tmp_path / "mosquitto.conf").read_text())
+    _, _, mtls = _listeners((tmp_path / "mosquitto.conf").read_text())
     assert mtls[0] == "listener 8884 0.0.0.0"
     assert "require_certificate true" in mtls and "use_identity_as_username true" in mtls
+    assert "use_username_as_clientid true" in mtls
     assert "allow_anonymous false" in mtls
     assert not any(line.startswith("password_file ") for line in mtls)
 
@@ -140,13 +150,23 @@ def test_broker_config_adds_a_plain_listener_only_with_the_loopback_switch(tmp_p
     monkeypatch.setenv("BROKER_DIR", str(tmp_path))
     _broker_certs(tmp_path)
     assert main(["broker", "config"]) == 0
-    assert len(_listeners((tmp_path / "mosquitto.conf").read_text())) == 1
+    assert len(_listeners((tmp_path / "mosquitto.conf").read_text())) == 2
     monkeypatch.setenv("MQTT_PLAIN_LISTENER", "loopback")
     assert main(["broker", "config"]) == 0
-    tls, plain = _listeners((tmp_path / "mosquitto.conf").read_text())
+    _, _, plain = _listeners((tmp_path / "mosquitto.conf").read_text())
     assert plain[0] == "listener 1883 127.0.0.1"
-    assert "allow_anonymous false" in plain
+    assert "allow_anonymous false" in plain and "use_username_as_clientid true" in plain
     assert not any(line.startswith("certfile") for line in plain)
+
+
+def test_it_refuses_a_packet_limit_below_the_listeners_payload_limit(tmp_path, capsys,
+                                                                      monkeypatch):
+    monkeypatch.setenv("BROKER_DIR", str(tmp_path))
+    monkeypatch.setenv("BROKER_MAX_PACKET_BYTES", "100000")
+    monkeypatch.setenv("LISTENER_MAX_PAYLOAD_BYTES", "200000")
+    assert main(["broker", "config"]) == 2
+    assert "BROKER_MAX_PACKET_BYTES (100000) must be larger than" in capsys.readouterr().err
+    assert not (tmp_path / "mosquitto.conf").exists()
 
 
 def test_it_rejects_a_plain_listener_off_loopback(tmp_path, capsys, monkeypatch):
