@@ -27,7 +27,7 @@ from core.db import make_engine, make_session_factory
 from core.models import Base
 from listener.service import build_listener
 from tests.brokers import Login, TestBroker, TlsTestBroker
-from tests.helpers import postgres_admin_url, wait_until
+from tests.helpers import make_web_app, postgres_admin_url, wait_until
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -90,6 +90,12 @@ def database(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[TestD
 def db(database: TestDatabase) -> TestDatabase:
     database.clean()
     return database
+
+
+@pytest.fixture
+def app(db: TestDatabase):
+    """The staff web app on the test database (files that need more define their own)."""
+    return make_web_app(db.url)
 
 
 @pytest.fixture(scope="session")

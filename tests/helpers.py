@@ -34,6 +34,17 @@ def wait_until(condition: Callable[[], T], timeout: float = 10.0, interval: floa
         time.sleep(interval)
 
 
+def make_web_app(database_url: str, **overrides: object):
+    """The staff web app as gunicorn builds it, in testing mode, on `database_url`."""
+    from core.config import Settings
+    from server import create_app
+
+    app = create_app(Settings.model_validate(
+        {"DATABASE_URL": database_url, "SECRET_KEY": "k" * 40, **overrides}))
+    app.config["TESTING"] = True
+    return app
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -8,6 +8,7 @@ from core.clock import utc_now
 from core.config import Settings
 from core.staff import add_user, create_token
 from server import create_app
+from tests.helpers import make_web_app
 
 PASSWORD = "a long enough password"
 PUBLIC = {"/healthz", "/login", "/api/auth/login", "/static/<path:filename>"}  # sign-in itself
@@ -15,8 +16,7 @@ PUBLIC = {"/healthz", "/login", "/api/auth/login", "/static/<path:filename>"}  #
 
 @pytest.fixture
 def app(db):
-    app = create_app(Settings.model_validate({"DATABASE_URL": db.url, "SECRET_KEY": "k" * 40}))
-    app.config["TESTING"] = True
+    app = make_web_app(db.url)
     with db.sessions() as session, session.begin():
         for role in ("viewer", "operator", "admin"):
             add_user(session, role, role, PASSWORD, now=utc_now(), actor="test")

@@ -11,24 +11,15 @@ from sqlalchemy import delete
 
 from core.activity import bucket_start
 from core.clock import utc_now
-from core.config import Settings
 from core.contract import parse_message
 from core.ingest import apply_batch
 from core.models import ClientActivity
 from core.staff import add_user, create_token
-from server import create_app
 from server.charts import duration_text, nice_ceiling
 
 SCREEN = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
 UNKNOWN = "00000000-0000-0000-0000-000000000099"
 PASSWORD = "a long enough password"
-
-
-@pytest.fixture
-def app(db):
-    app = create_app(Settings.model_validate({"DATABASE_URL": db.url, "SECRET_KEY": "k" * 40}))
-    app.config["TESTING"] = True
-    return app
 
 
 @pytest.fixture

@@ -7,9 +7,7 @@ import json
 import pytest
 
 from core.clock import utc_now
-from core.config import Settings
 from core.staff import create_token
-from server import create_app
 
 HUGE = "100000000000000000000"
 BAD_PAGES = [HUGE, "-1", "0", "1000001", "abc", "9" * 5000]
@@ -17,13 +15,6 @@ A_CLIENT = "00000000-0000-0000-0000-000000000001"
 # Paged API routes outside flask-smorest, so not in /api/openapi.json.
 OTHER_PAGED_API = {"/api/audit"}
 PAGED_PAGES = ["/", "/events"]
-
-
-@pytest.fixture
-def app(db):
-    app = create_app(Settings.model_validate({"DATABASE_URL": db.url, "SECRET_KEY": "k" * 40}))
-    app.config["TESTING"] = True
-    return app
 
 
 @pytest.fixture

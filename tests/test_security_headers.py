@@ -6,17 +6,8 @@ from __future__ import annotations
 import pytest
 
 from core.clock import utc_now
-from core.config import Settings
 from core.staff import create_token
-from server import create_app
 from server.security_headers import SECURITY_HEADERS
-
-
-@pytest.fixture
-def app(db):
-    app = create_app(Settings.model_validate({"DATABASE_URL": db.url, "SECRET_KEY": "k" * 40}))
-    app.config["TESTING"] = True
-    return app
 
 
 @pytest.fixture

@@ -10,24 +10,17 @@ import pytest
 from sqlalchemy import select
 
 from core.clock import utc_now
-from core.config import Settings
 from core.models import User
 from core.staff import add_user, disable_user, enable_user, set_password, set_role
-from server import create_app
+from tests.helpers import make_web_app
 
 PASSWORD = "a long enough password"
 NEW_PASSWORD = "another long password"
 
 
-def make_app(db):
-    app = create_app(Settings.model_validate({"DATABASE_URL": db.url, "SECRET_KEY": "k" * 40}))
-    app.config["TESTING"] = True
-    return app
-
-
 @pytest.fixture
 def app(db):
-    app = make_app(db)
+    app = make_web_app(db.url)
     with db.sessions() as session, session.begin():
         add_user(session, "alice", "operator", PASSWORD, now=utc_now(), actor="test")
         add_user(session, "bob", "operator", PASSWORD, now=utc_now(), actor="test")
@@ -88,7 +81,7 @@ def test_a_signed_out_sessions_cookie_stays_dead_after_a_server_restart(db, app)
     client, csrf_token = signed_in(app)
     cookie = client.get_cookie("session").value
     client.post("/api/auth/logout", headers={"X-CSRFToken": csrf_token})
-    restarted = make_app(db).test_client()
+    restarted = make_web_app(db.url).test_client()
     restarted.set_cookie("session", cookie)
     assert restarted.get("/api/auth/me").status_code == 401
 

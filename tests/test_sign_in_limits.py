@@ -18,11 +18,9 @@ from pathlib import Path
 import pytest
 
 from core.clock import utc_now
-from core.config import Settings
 from core.staff import add_user
-from server import create_app
 from server.ratelimit_storage import DatabaseStorage, stored_key
-from tests.helpers import free_port, wait_until
+from tests.helpers import free_port, make_web_app, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "a long enough password"
@@ -93,13 +91,6 @@ def test_concurrent_hits_are_each_counted_once(storage):
 # The limits in the app ---------------------------------------------------------------------
 
 
-def make_app(db, **settings):
-    app = create_app(Settings.model_validate(
-        {"DATABASE_URL": db.url, "SECRET_KEY": "k" * 40, **settings}))
-    app.config["TESTING"] = True
-    return app
-
-
 @pytest.fixture
 def users(db):
     with db.sessions() as session, session.begin():
@@ -120,7 +111,7 @@ def form_sign_in(client, username: str, password: str = PASSWORD):
 
 
 def test_two_app_instances_share_the_budget_and_spare_other_users(db, users):
-    clients = [make_app(db).test_client(), make_app(db).test_client()]
+    clients = [make_web_app(db.url).test_client(), make_web_app(db.url).test_client()]
     codes = [json_sign_in(clients[n % 2], "admin", "wrong").status_code for n in range(15)]
     assert codes == [401] * 10 + [429] * 5
     # The right password waits too: the account's budget is spent.
@@ -130,7 +121,7 @@ def test_two_app_instances_share_the_budget_and_spare_other_users(db, users):
 
 
 def test_the_form_and_the_api_share_one_budget(db, users):
-    client = make_app(db, SIGN_IN_LIMIT_PER_ACCOUNT="4 per minute").test_client()
+    client = make_web_app(db.url, SIGN_IN_LIMIT_PER_ACCOUNT="4 per minute").test_client()
     assert [form_sign_in(client, "admin", "wrong").status_code for _ in range(2)] == [401] * 2
     assert [json_sign_in(client, "admin", "wrong").status_code for _ in range(2)] == [401] * 2
     form = form_sign_in(client, "admin")
@@ -140,7 +131,7 @@ def test_the_form_and_the_api_share_one_budget(db, users):
 
 
 def test_a_refusal_says_when_to_retry(db, users):
-    client = make_app(db, SIGN_IN_LIMIT_PER_ACCOUNT="1 per minute").test_client()
+    client = make_web_app(db.url, SIGN_IN_LIMIT_PER_ACCOUNT="1 per minute").test_client()
     json_sign_in(client, "admin", "wrong")
     response = json_sign_in(client, "admin", "wrong")
     assert response.status_code == 429
@@ -152,7 +143,7 @@ def test_a_refusal_says_when_to_retry(db, users):
 
 
 def test_the_address_wide_limit_stops_guessing_across_accounts(db, users):
-    client = make_app(db, SIGN_IN_LIMIT_PER_ADDRESS="3 per minute").test_client()
+    client = make_web_app(db.url, SIGN_IN_LIMIT_PER_ADDRESS="3 per minute").test_client()
     codes = [json_sign_in(client, name, "wrong").status_code
              for name in ("u1", "u2", "u3", "olga")]
     assert codes == [401, 401, 401, 429]
@@ -162,7 +153,7 @@ def test_the_address_wide_limit_stops_guessing_across_accounts(db, users):
 
 @pytest.mark.parametrize("proxies", [0, 1])
 def test_forwarded_for_counts_only_behind_trusted_proxies(db, users, proxies):
-    client = make_app(db, SIGN_IN_LIMIT_PER_ADDRESS="2 per minute",
+    client = make_web_app(db.url, SIGN_IN_LIMIT_PER_ADDRESS="2 per minute",
                       TRUSTED_PROXIES=proxies).test_client()
 
     def attempt(username: str, forwarded_for: str) -> int:

@@ -12,18 +12,9 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from core.clock import utc_now
-from core.config import Settings
 from core.db import make_engine
 from core.models import ApiToken
 from core.staff import create_token, record_token_use
-from server import create_app
-
-
-@pytest.fixture
-def app(db):
-    app = create_app(Settings.model_validate({"DATABASE_URL": db.url, "SECRET_KEY": "k" * 40}))
-    app.config["TESTING"] = True
-    return app
 
 
 @pytest.fixture
