@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from datetime import datetime, timedelta
 
 import pytest
@@ -224,7 +225,9 @@ def test_a_command_issued_while_the_broker_is_away_is_published_when_it_is_back(
 
 
 def test_acks_from_the_device_move_the_command_to_completed(db, app, auth, device, broker):
-    listener = RunningListener(make_settings(broker, db.url), "listener-commands-test")
+    # A client id of its own: a persistent session left by an earlier test would hand this
+    # listener everything queued since then before the acks it waits for.
+    listener = RunningListener(make_settings(broker, db.url), f"acks-{uuid.uuid4().hex[:6]}")
     try:
         issued = post(app, f"/api/clients/{device.uuid}/restart_app", auth["operator"]).json
         command_id = issued["command"]["commandId"]
