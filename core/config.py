@@ -139,8 +139,11 @@ class Settings(BaseModel):
     broker_max_packet_bytes: int = Field(
         4 * 1024 * 1024, alias="BROKER_MAX_PACKET_BYTES", ge=65_536, le=256 * 1024 * 1024
     )
+    broker_max_queued_messages: int = Field(
+        1_000_000, alias="BROKER_MAX_QUEUED_MESSAGES", ge=1000
+    )
     broker_max_queued_bytes: int = Field(
-        256 * 1024 * 1024, alias="BROKER_MAX_QUEUED_BYTES", ge=1024 * 1024
+        1024 * 1024 * 1024, alias="BROKER_MAX_QUEUED_BYTES", ge=1024 * 1024
     )
     mqtt_plain_listener: Literal["off", "loopback"] = Field("off", alias="MQTT_PLAIN_LISTENER")
 

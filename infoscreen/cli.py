@@ -241,7 +241,7 @@ def cmd_broker_config(settings: Settings, args: argparse.Namespace) -> int:
         config = BrokerConfig(
             settings.broker_dir,
             listeners,
-            max_queued_messages=args.max_queued_messages,
+            max_queued_messages=args.max_queued_messages or settings.broker_max_queued_messages,
             max_queued_bytes=settings.broker_max_queued_bytes,
             max_packet_bytes=settings.broker_max_packet_bytes,
             run_as_user=args.run_as or getpass.getuser(),
@@ -430,7 +430,7 @@ def cmd_token_revoke(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_compose_init(settings: Settings, args: argparse.Namespace) -> int:
     from infoscreen.compose import init_compose
 
-    return init_compose(args, settings.mqtt_topic_prefix)
+    return init_compose(args, settings)
 
 
 def _certs_dir(settings: Settings, args: argparse.Namespace) -> Path:
@@ -716,8 +716,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="plain listener port (default 1883)")
     b.add_argument("--plain-address", default="127.0.0.1",
                    help="plain listener address: loopback only (default 127.0.0.1)")
-    b.add_argument("--max-queued-messages", type=int, default=100_000,
-                   help="per-client QoS 1 queue; size it above the fleet's burst (default 100000)")
+    b.add_argument("--max-queued-messages", type=int,
+                   help="per-client QoS 1 queue; size it for the longest listener or database "
+                   "outage to survive (default BROKER_MAX_QUEUED_MESSAGES, 1000000)")
     b.add_argument("--run-as", help="user Mosquitto switches to when started as root")
     b.add_argument("--log-dest", default="stderr", help="Mosquitto log_dest (default stderr)")
     b.set_defaults(func=cmd_broker_config)
@@ -886,8 +887,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--mtls-port", type=int, default=0,
                    help="also a mutual-TLS listener for devices with certificates on this port "
                    "(default: none)")
-    c.add_argument("--max-queued-messages", type=int, default=100_000,
-                   help="per-client QoS 1 queue of the broker (default 100000)")
+    c.add_argument("--max-queued-messages", type=int,
+                   help="per-client QoS 1 queue of the broker (default "
+                   "BROKER_MAX_QUEUED_MESSAGES, 1000000)")
     c.set_defaults(func=cmd_compose_init)
     return parser
 

@@ -9,6 +9,7 @@ import secrets
 import sys
 from pathlib import Path
 
+from core.config import Settings
 from core.files import write_private
 from mosquitto import certs
 from mosquitto.accounts import AccountStore, generate_password
@@ -54,7 +55,7 @@ def ensure_certificates(cert_dir: Path, dns: list[str], ips: list[str]) -> None:
     print(f"issued the broker's certificate for {', '.join(issued.sans)}")
 
 
-def init_compose(args: argparse.Namespace, prefix: str) -> int:
+def init_compose(args: argparse.Namespace, settings: Settings) -> int:
     secrets_dir = COMPOSE_DIR / "secrets"
     broker_dir = COMPOSE_DIR / "broker"
     cert_dir = certs.CertStore.in_broker_dir(broker_dir).directory
@@ -70,7 +71,7 @@ def init_compose(args: argparse.Namespace, prefix: str) -> int:
     )
     _secret(secrets_dir / "secret_key", lambda: secrets.token_urlsafe(48))
     mqtt_password = _secret(secrets_dir / "mqtt_password", generate_password)
-    store = AccountStore(broker_dir, prefix)
+    store = AccountStore(broker_dir, settings.mqtt_topic_prefix)
     store.add(SERVER_ACCOUNT, "server", mqtt_password)
     tls = tls_files(cert_dir, seen_as=certs.CertStore.in_broker_dir(BROKER_MOUNT).directory)
     listeners = [
@@ -86,7 +87,9 @@ def init_compose(args: argparse.Namespace, prefix: str) -> int:
         BrokerConfig(
             broker_dir,
             tuple(listeners),
-            max_queued_messages=args.max_queued_messages,
+            max_queued_messages=args.max_queued_messages or settings.broker_max_queued_messages,
+            max_queued_bytes=settings.broker_max_queued_bytes,
+            max_packet_bytes=settings.broker_max_packet_bytes,
             run_as_user=None,
             log_dest="stdout",
             mount_dir=BROKER_MOUNT,

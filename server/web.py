@@ -65,10 +65,13 @@ def _page_context(**extra):
 
 
 def _query_args(schema) -> dict:
-    """The query checked by the API's schema. A page ignores an invalid argument (a page
-    number out of range too) and shows what it would without it, rather than an error."""
+    """The query checked by the API's schema. A page ignores an invalid filter and shows what
+    it would without it, rather than an error; an invalid page number is refused (400), as
+    the API refuses it, so that no number beyond the bounds ever reaches the database."""
     given = {k: v for k, v in request.args.items() if k in schema.fields and v}
     errors = schema.validate(given)
+    if "page" in errors:
+        abort(400, description=f"page: {' '.join(errors['page'])}")
     return schema.load({k: v for k, v in given.items() if k not in errors})
 
 

@@ -129,7 +129,8 @@ def test_broker_config_writes_a_services_and_a_devices_tls_listener_by_default(t
     assert "use_username_as_clientid true" in devices
     [plugin] = [line for line in devices if line.startswith("plugin ")]
     assert Path(plugin.split(" ", 1)[1]).is_file()  # compiled into BROKER_DIR/plugins
-    assert "max_packet_size 4194304" in conf and "max_queued_bytes 268435456" in conf
+    assert "max_packet_size 4194304" in conf
+    assert "max_queued_messages 1000000" in conf and "max_queued_bytes 1073741824" in conf
 
 
 def test_broker_config_adds_a_mutual_tls_listener_for_devices(tmp_path, monkeypatch):

@@ -106,7 +106,7 @@ def test_compose_init_writes_every_mounted_file(tmp_path, monkeypatch):
     # The devices' listener: client id = username, and the plugin the image builds.
     assert "use_username_as_clientid true" in conf
     assert "plugin /mosquitto/plugins/infoscreen_guard.so" in conf
-    assert "max_packet_size 4194304" in conf and "max_queued_bytes 0" not in conf
+    assert "max_packet_size 4194304" in conf and "max_queued_bytes 1073741824" in conf
     assert "certfile /mosquitto/broker/certs/server.crt" in conf
     assert "cafile /mosquitto/broker/certs/ca-bundle.crt" in conf
     assert "tls_version tlsv1.2" in conf

@@ -140,8 +140,14 @@ def test_dev_runs_the_stack_with_simulated_screens_and_ctrl_c_stops_it(tmp_path)
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
     finally:
-        if proc.poll() is None:
+        if proc.poll() is None:  # a failed check: leave no part of the stack running
+            stack = descendants(proc.pid)
             proc.kill()
+            for pid, _ in stack:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
     output = output_file.read_text()
     assert "Infoscreen dev stack" in output and f"127.0.0.1:{web_port}" in output
     assert "respawn: " in output and "exited with 1" in output
