@@ -3,7 +3,6 @@ a fresh database, pipeline processes and their Prometheus counters. Loopback onl
 
 from __future__ import annotations
 
-import http.client
 import os
 import platform
 import subprocess
@@ -23,6 +22,7 @@ from core.models import Base
 from simulator.loadgen import TlsOptions
 from tests.brokers import TestBroker, TlsTestBroker
 from tests.helpers import free_port, postgres_admin_url, wait_until
+from tests.helpers import web_up as web_answers
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -154,12 +154,7 @@ def pipelines(broker: TestBroker, database: Database) -> dict[str, Pipeline]:
 
 def web_up(port: int) -> bool:
     """Whether the web server on this loopback port answers /healthz."""
-    try:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-        conn.request("GET", "/healthz")
-        return conn.getresponse().status == 200
-    except OSError:
-        return False
+    return web_answers(f"http://127.0.0.1:{port}")
 
 
 def run_facts(command: str) -> dict[str, str]:

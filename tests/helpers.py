@@ -45,6 +45,17 @@ def make_web_app(database_url: str, **overrides: object):
     return app
 
 
+def web_up(base_url: str) -> bool:
+    """Whether the web server at `base_url` answers /healthz."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{base_url}/healthz", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from core.clock import utc_now
 from core.models import Client, ClientCommand
 from core.staff import create_token
-from tests.helpers import free_port, wait_until
+from tests.helpers import free_port, wait_until, web_up
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -58,15 +58,8 @@ def server(db, broker, tmp_path):
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
 
-    def healthy() -> bool:
-        try:
-            with urllib.request.urlopen(f"{base}/healthz", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
     try:
-        wait_until(healthy, timeout=30, message="gunicorn answering /healthz")
+        wait_until(lambda: web_up(base), timeout=30, message="gunicorn answering /healthz")
         yield base
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -8,12 +8,11 @@ import signal
 import socket
 import subprocess
 import sys
-import urllib.request
 
 import pytest
 from dotenv import dotenv_values
 
-from tests.helpers import free_port, wait_until
+from tests.helpers import free_port, wait_until, web_up
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -33,13 +32,6 @@ def clients(cwd) -> list[dict]:
                           env={"PATH": os.environ["PATH"]}, capture_output=True, text=True,
                           timeout=30)
     return json.loads(done.stdout) if done.returncode == 0 else []
-
-
-def healthy(url: str) -> bool:
-    try:
-        return urllib.request.urlopen(f"{url}/healthz", timeout=2).status == 200
-    except OSError:
-        return False
 
 
 def children(pid: int) -> list[tuple[int, str]]:
@@ -111,7 +103,7 @@ def test_dev_runs_the_stack_with_simulated_screens_and_ctrl_c_stops_it(tmp_path)
             assert "certfile " in block and "tls_version tlsv1.2" in block
         assert conf.count("\nlistener ") == 2
         assert "require_certificate" not in conf
-        wait_until(lambda: healthy(settings["INFOSCREEN_URL"]), timeout=30, message="/healthz")
+        wait_until(lambda: web_up(settings["INFOSCREEN_URL"]), timeout=30, message="/healthz")
         settings = {k: str(tmp_path / v) if k == "MQTT_TLS_CA_CERT" else v
                     for k, v in settings.items()}
 

@@ -19,7 +19,7 @@ import pytest
 from core.clock import utc_now
 from core.staff import create_token
 from simulator.cli import write_credentials
-from tests.helpers import free_port, wait_until
+from tests.helpers import free_port, wait_until, web_up
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -58,14 +58,6 @@ def call(method: str, url: str, token: str, body: dict | None = None) -> tuple[i
             return response.status, dict(response.headers), json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers), json.loads(exc.read())
-
-
-def up(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 @pytest.fixture
@@ -112,7 +104,7 @@ def test_the_restart_validation_checklist(db, broker, stack, tmp_path):
                 "--speed", "20", "--heartbeat-interval", "1", "--crash-rate", "0",
                 "--service-failed-rate", "0", name="simulate",
                 MQTT_PORT=str(broker.device_port))  # a device logs in on the devices' port
-    wait_until(lambda: up(base), timeout=30, message="the web server")
+    wait_until(lambda: web_up(base), timeout=30, message="the web server")
 
     # 1. The screen is alive.
     def alive() -> bool:

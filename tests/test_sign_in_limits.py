@@ -20,7 +20,7 @@ import pytest
 from core.clock import utc_now
 from core.staff import add_user
 from server.ratelimit_storage import DatabaseStorage, stored_key
-from tests.helpers import free_port, make_web_app, wait_until
+from tests.helpers import free_port, make_web_app, wait_until, web_up
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "a long enough password"
@@ -194,15 +194,8 @@ def gunicorn(db, tmp_path):
             stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
 
-    def healthy() -> bool:
-        try:
-            with urllib.request.urlopen(f"{base}/healthz", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
     try:
-        wait_until(healthy, timeout=30, message="gunicorn answering /healthz")
+        wait_until(lambda: web_up(base), timeout=30, message="gunicorn answering /healthz")
         yield base, log
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
