@@ -136,9 +136,15 @@ class Settings(BaseModel):
     broker_service_address: str = Field(
         "127.0.0.1", alias="BROKER_SERVICE_ADDRESS", min_length=1
     )
+    # The largest message we accept is a screenshot: 2 MB of JPEG, base64 in a dashboard JSON,
+    # is about 2.7 MB. A device sending a larger packet is disconnected by the broker.
     broker_max_packet_bytes: int = Field(
         4 * 1024 * 1024, alias="BROKER_MAX_PACKET_BYTES", ge=65_536, le=256 * 1024 * 1024
     )
+    # What the broker holds for one client that is away or slow. The listener acknowledges
+    # only what it committed, so while it restarts, falls behind or its database is away the
+    # backlog waits there: a million messages are about 7 minutes of a 10,000-screen fleet
+    # (2,300/s), and the byte cap keeps a flood of large messages from filling its memory.
     broker_max_queued_messages: int = Field(
         1_000_000, alias="BROKER_MAX_QUEUED_MESSAGES", ge=1000
     )

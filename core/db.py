@@ -75,11 +75,12 @@ def make_engine(url: str, *, writer: bool = False, **kwargs: Any) -> Engine:
     return create_engine(url, **kwargs)
 
 
-def dialect_insert(session: Session) -> Any:
-    """The INSERT construct with ON CONFLICT support for the session's database."""
+def dialect_insert(bind: Session | Engine) -> Any:
+    """The INSERT construct with ON CONFLICT support for the database of a session or engine."""
     from sqlalchemy.dialects import postgresql, sqlite
 
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    engine = bind.get_bind() if isinstance(bind, Session) else bind
+    return postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

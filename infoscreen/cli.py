@@ -332,45 +332,43 @@ def cmd_user_passwd(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_user_change(settings: Settings, change: Callable, args: tuple, done: str,
+                        unchanged: str) -> int:
+    """Run a user change that may find nothing to do, and say which happened."""
+    ok, changed = _user_change(settings, change, *args)
+    if not ok:
+        return 2
+    print(done if changed else unchanged)
+    return 0
+
+
 def cmd_user_disable(settings: Settings, args: argparse.Namespace) -> int:
     from core.staff import disable_user
 
-    ok, changed = _user_change(settings, disable_user, args.name)
-    if not ok:
-        return 2
-    if changed:
-        print(f"user {args.name!r} is disabled: every session they had has ended and they "
-              "cannot sign in")
-    else:
-        print(f"user {args.name!r} was already disabled; nothing was changed")
-    return 0
+    return _report_user_change(
+        settings, disable_user, (args.name,),
+        f"user {args.name!r} is disabled: every session they had has ended and they cannot "
+        "sign in",
+        f"user {args.name!r} was already disabled; nothing was changed")
 
 
 def cmd_user_enable(settings: Settings, args: argparse.Namespace) -> int:
     from core.staff import enable_user
 
-    ok, changed = _user_change(settings, enable_user, args.name)
-    if not ok:
-        return 2
-    if changed:
-        print(f"user {args.name!r} can sign in again (sessions from before stay ended)")
-    else:
-        print(f"user {args.name!r} is not disabled; nothing was changed")
-    return 0
+    return _report_user_change(
+        settings, enable_user, (args.name,),
+        f"user {args.name!r} can sign in again (sessions from before stay ended)",
+        f"user {args.name!r} is not disabled; nothing was changed")
 
 
 def cmd_user_role(settings: Settings, args: argparse.Namespace) -> int:
     from core.staff import set_role
 
-    ok, changed = _user_change(settings, set_role, args.name, args.role)
-    if not ok:
-        return 2
-    if changed:
-        print(f"user {args.name!r} has role {args.role}; every session they had has ended, "
-              "they sign in again to use it")
-    else:
-        print(f"user {args.name!r} already has role {args.role}; nothing was changed")
-    return 0
+    return _report_user_change(
+        settings, set_role, (args.name, args.role),
+        f"user {args.name!r} has role {args.role}; every session they had has ended, they "
+        "sign in again to use it",
+        f"user {args.name!r} already has role {args.role}; nothing was changed")
 
 
 def cmd_user_list(settings: Settings, _args: argparse.Namespace) -> int:

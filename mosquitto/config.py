@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
+from core.config import Settings
 from mosquitto.guard import GuardBuildError, build_guard
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -16,15 +17,12 @@ SERVICE_PASSWORD_FILE = "passwd-services"  # noqa: S105 - the backend's own acco
 
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
-# The largest message we accept is a screenshot: 2 MB of JPEG, base64 in a dashboard JSON, is
-# about 2.7 MB. A device sending a larger packet is disconnected by the broker.
-MAX_PACKET_BYTES = 4 * 1024 * 1024
-# What the broker holds for one client that is away or slow. The listener acknowledges only
-# what it committed, so while it restarts, falls behind or its database is away the backlog
-# waits here: a million messages are about 7 minutes of a 10,000-screen fleet (2,300/s), and
-# the byte cap keeps a flood of large messages from filling the broker's memory.
-MAX_QUEUED_MESSAGES = 1_000_000
-MAX_QUEUED_BYTES = 1024 * 1024 * 1024
+# The broker's limits default to the settings' defaults (BROKER_MAX_*; why those sizes is
+# written there).
+_SETTINGS = Settings.model_fields
+MAX_PACKET_BYTES: int = _SETTINGS["broker_max_packet_bytes"].default
+MAX_QUEUED_MESSAGES: int = _SETTINGS["broker_max_queued_messages"].default
+MAX_QUEUED_BYTES: int = _SETTINGS["broker_max_queued_bytes"].default
 
 
 class ConfigError(ValueError):

@@ -16,10 +16,10 @@ from datetime import timedelta
 from flask import current_app
 from limits.storage import Storage
 from sqlalchemy import Engine, case, delete, literal, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from core.clock import Clock, utc_now
+from core.db import dialect_insert
 from core.models import RateLimitCounter
 
 COUNTERS = RateLimitCounter.__table__
@@ -55,15 +55,11 @@ class DatabaseStorage(Storage):
     def base_exceptions(self) -> type[Exception]:
         return SQLAlchemyError
 
-    def _upsert(self, engine: Engine):
-        insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-        return insert(COUNTERS)
-
     def incr(self, key: str, expiry: float, amount: int = 1) -> int:
         now = self._clock()
         window_end = literal(now + timedelta(seconds=expiry), COUNTERS.c.expires_at.type)
         engine = self._engine()
-        stmt = self._upsert(engine).values(key=stored_key(key), count=amount,
+        stmt = dialect_insert(engine)(COUNTERS).values(key=stored_key(key), count=amount,
                                            expires_at=window_end)
         # In ON CONFLICT DO UPDATE the bare columns are the existing row's.
         expired = COUNTERS.c.expires_at <= now
