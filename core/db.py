@@ -76,10 +76,11 @@ def make_engine(url: str, *, writer: bool = False, **kwargs: Any) -> Engine:
 
 
 def dialect_insert(bind: Session | Engine) -> Any:
-    """The INSERT construct with ON CONFLICT support for the database of a session or engine."""
+    """The INSERT construct with ON CONFLICT support for the database of a session (plain or
+    scoped, as Flask-SQLAlchemy's) or an engine."""
     from sqlalchemy.dialects import postgresql, sqlite
 
-    engine = bind.get_bind() if isinstance(bind, Session) else bind
+    engine = bind.get_bind() if hasattr(bind, "get_bind") else bind
     return postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
 
