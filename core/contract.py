@@ -39,6 +39,9 @@ WRONG_TYPE = "wrong_type"
 INVALID_VALUE = "invalid_value"
 UUID_MISMATCH = "uuid_mismatch"
 UNKNOWN_COMMAND = "unknown_command"  # a valid ack that names no command of that client
+# Not a refusal: an ack whose error text was longer than we keep was stored cut. Counted in
+# the same table, so that an operator sees it next to the refusals.
+TEXT_TRUNCATED = "text_truncated"
 REJECTION_REASONS = (
     PAYLOAD_TOO_LARGE,
     UNKNOWN_TOPIC,
@@ -50,10 +53,16 @@ REJECTION_REASONS = (
     INVALID_VALUE,
     UUID_MISMATCH,
     UNKNOWN_COMMAND,
+    TEXT_TRUNCATED,
 )
 
 PROCESS_STATUSES = ("running", "starting", "crashed", "stopped", "unknown")
 ACK_STATUSES = ("accepted", "execution_started", "completed", "failed")
+COMMAND_ACTIONS = ("reboot_host", "shutdown_host", "restart_app")
+# The deployed clients' frozen command schema: an action outside it fails there.
+FROZEN_V1_ACTIONS = ("reboot_host", "shutdown_host")
+ACK_ERROR_CODE_MAX = 128
+ACK_ERROR_MESSAGE_MAX = 4000
 LOG_LEVELS = ("error", "warn", "info")
 
 # Message kinds, named after the topic they come from.
@@ -64,6 +73,7 @@ SERVICE_FAILED = "service_failed"
 COMMAND_ACK = "command_ack"
 LOG = "log"
 STATUS = "status"
+POWER_STATE = "power_state"
 
 _TOPIC_KINDS = {
     ("discovery",): DISCOVERY,
@@ -73,6 +83,7 @@ _TOPIC_KINDS = {
     ("commands", "ack"): COMMAND_ACK,
     ("command", "ack"): COMMAND_ACK,  # alias the deployed clients also publish to
     ("status",): STATUS,
+    ("power", "state"): POWER_STATE,
     **{("logs", level): LOG for level in LOG_LEVELS},
 }
 
@@ -81,8 +92,8 @@ def device_topic(prefix: str, client_uuid: str, suffix: str) -> str:
     return f"{prefix}/{client_uuid}/{suffix}"
 
 
-# Device telemetry topics, as the ACL grants them to each device for its own uuid.
-DEVICE_PUBLISH_SUFFIXES = (
+# Device telemetry topics the listener takes in.
+INGESTED_SUFFIXES = (
     "discovery",
     "heartbeat",
     "health",
@@ -91,12 +102,22 @@ DEVICE_PUBLISH_SUFFIXES = (
     "command/ack",
     "logs/+",
     "status",
+    "power/state",
 )
+# What the ACL lets each device publish for its own uuid: the above, and the deployed clients'
+# screenshots, which the broker accepts although nothing stores them yet.
+DEVICE_PUBLISH_SUFFIXES = (*INGESTED_SUFFIXES, "dashboard", "screenshot")
+# Server -> device topics each device reads for its own uuid.
+DEVICE_READ_SUFFIXES = ("commands", "group_id")
+
+
+def group_power_intent_topic(prefix: str, group_id: int | str) -> str:
+    return f"{prefix}/groups/{group_id}/power/intent"
 
 
 def subscription_topics(prefix: str) -> list[str]:
-    """Every client-to-server topic filter of the contract."""
-    return [f"{prefix}/+/{suffix}" for suffix in DEVICE_PUBLISH_SUFFIXES]
+    """Every client-to-server topic filter the listener subscribes to."""
+    return [f"{prefix}/+/{suffix}" for suffix in INGESTED_SUFFIXES]
 
 
 def _utc(value: datetime) -> datetime:
@@ -134,6 +155,15 @@ class DiscoveryPayload(_Payload):
     software_version: Annotated[str, Field(max_length=64)]
     hardware: dict[str, Any] | str | None = None
     group_id: Code | None = None
+    # Our extension: the actions the device carries out. Names we do not know are ignored
+    # (a newer client may know more), so that they never cost the discovery.
+    capabilities: Annotated[list[Annotated[str, Field(max_length=64)]],
+                            Field(max_length=32)] | None = None
+
+    def known_capabilities(self) -> list[str] | None:
+        if self.capabilities is None:
+            return None
+        return [a for a in COMMAND_ACTIONS if a in self.capabilities]
 
 
 class HeartbeatPayload(_Payload):
@@ -148,9 +178,29 @@ class BrokerConnection(BaseModel):
 
 
 class HealthPayload(_Payload):
-    timestamp: UTCDatetime
-    process_status: Literal["running", "starting", "crashed", "stopped", "unknown"]
+    """The reference shape has a top-level `timestamp` and `process_status`; the deployed
+    clients send neither, but `expected_state`, `actual_state` and `health_metrics`. Where
+    the process status sits below `actual_state` is not published: it is looked for in the
+    likely places, and a value we do not know leaves the status unchanged."""
+
+    timestamp: UTCDatetime | None = None
+    process_status: Literal["running", "starting", "crashed", "stopped", "unknown"] | None = None
     broker_connection: BrokerConnection | None = None
+    actual_state: Any = None
+
+    def reported_process_status(self) -> str | None:
+        if self.process_status is not None:
+            return self.process_status
+        state = self.actual_state
+        if isinstance(state, str):
+            found: Any = state
+        elif isinstance(state, dict):
+            found = state.get("process_status", state.get("status"))
+        else:
+            return None
+        if isinstance(found, str) and found.strip().lower() in PROCESS_STATUSES:
+            return found.strip().lower()
+        return None
 
 
 class ServiceFailedPayload(_Payload):
@@ -161,10 +211,24 @@ class ServiceFailedPayload(_Payload):
 
 
 class CommandAckPayload(_Payload):
+    # Error texts have no length limit here: a long one is cut (and counted) by
+    # `within_limits`, never a reason to drop an ack that moves a command.
     command_id: Annotated[str, Field(pattern=CLIENT_ID_RE.pattern)]
     status: Literal["accepted", "execution_started", "completed", "failed"]
-    error_code: Code | None = None
-    error_message: Annotated[str, Field(max_length=2000)] | None = None
+    error_code: Annotated[str, BeforeValidator(_text_or_number)] | None = None
+    error_message: str | None = None
+
+    def within_limits(self) -> tuple[CommandAckPayload, bool]:
+        """The ack with its error texts cut to what we keep, and whether anything was cut."""
+        code, message = self.error_code, self.error_message
+        cut = (code is not None and len(code) > ACK_ERROR_CODE_MAX) or (
+            message is not None and len(message) > ACK_ERROR_MESSAGE_MAX)
+        if not cut:
+            return self, False
+        return self.model_copy(update={
+            "error_code": None if code is None else code[:ACK_ERROR_CODE_MAX],
+            "error_message": None if message is None else message[:ACK_ERROR_MESSAGE_MAX],
+        }), True
 
 
 class LogPayload(_Payload):
@@ -178,6 +242,28 @@ class StatusPayload(_Payload):
     session: Count | None = None
 
 
+class TvPower(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    applied_state: Literal["on", "off"]
+    source: Annotated[str, Field(max_length=32)] | None = None  # mqtt_intent, local_fallback
+    result: Literal["ok", "skipped", "error"]
+    detail: Annotated[str, Field(max_length=1000)] | None = None
+
+
+class PowerStatePayload(_Payload):
+    """TV power telemetry of the deployed clients (HDMI-CEC), sent after each change."""
+
+    schema_version: Annotated[str, Field(max_length=16)] | None = None
+    intent_id: Annotated[str, BeforeValidator(_text_or_number), Field(max_length=64)] | None = None
+    client_id: str | None = None
+    reported_at: UTCDatetime | None = None
+    power: TvPower
+
+    def named_uuids(self) -> list[str]:
+        return [*super().named_uuids(), *([self.client_id] if self.client_id else [])]
+
+
 _SCHEMAS: dict[str, type[_Payload]] = {
     DISCOVERY: DiscoveryPayload,
     HEARTBEAT: HeartbeatPayload,
@@ -186,6 +272,7 @@ _SCHEMAS: dict[str, type[_Payload]] = {
     COMMAND_ACK: CommandAckPayload,
     LOG: LogPayload,
     STATUS: StatusPayload,
+    POWER_STATE: PowerStatePayload,
 }
 
 
@@ -201,6 +288,7 @@ class Message:
     raw: dict[str, Any] | None = None  # the health document as sent, kept for the API
     # Handed out by the broker from its retained store: a past state, not a sign of life.
     retained: bool = False
+    truncated: bool = False  # an ack whose error text was cut to what we keep
 
     @property
     def is_sign_of_life(self) -> bool:
@@ -290,4 +378,7 @@ def parse_message(
             return reject(UUID_MISMATCH, f"payload names {named[:40]!r}, topic names {client_uuid}")
     # The health document is stored as sent: its resource figures are free-form.
     raw = json.loads(payload) if kind == HEALTH else None
-    return Message(kind, client_uuid, received_at, parsed, topic, raw, retained)
+    truncated = False
+    if kind == COMMAND_ACK:
+        parsed, truncated = parsed.within_limits()
+    return Message(kind, client_uuid, received_at, parsed, topic, raw, retained, truncated)

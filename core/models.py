@@ -23,6 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from core import contract
 from core.clock import as_utc
 
 NAMING_CONVENTION = {
@@ -231,7 +232,7 @@ class AuditEntry(Base):
 
 # Command states (DESIGN.md §5). Open states may still move; the rest are final.
 OPEN_COMMAND_STATES = ("queued", "sent", "accepted", "execution_started")
-COMMAND_ACTIONS = ("reboot_host", "shutdown_host", "restart_app")
+COMMAND_ACTIONS = contract.COMMAND_ACTIONS
 _OPEN_SQL = "state IN ('queued', 'sent', 'accepted', 'execution_started')"
 
 

@@ -85,13 +85,15 @@ def test_a_wrong_password_is_refused(connect, broker):
     assert not connect(Login(broker.device_a.username, "not-the-password")).accepted
 
 
-def test_a_device_publishes_its_own_telemetry(connect, broker):
+@pytest.mark.parametrize("suffix", ["heartbeat", "power/state", "dashboard", "screenshot"])
+def test_a_device_publishes_its_own_telemetry(connect, broker, suffix):
     device = connect(broker.device_a)
-    assert ok(device.publish(f"infoscreen/{broker.device_a.username}/heartbeat"))
+    assert ok(device.publish(f"infoscreen/{broker.device_a.username}/{suffix}"))
 
 
 @pytest.mark.parametrize("suffix", ["heartbeat", "health", "service_failed", "commands/ack",
-                                    "discovery", "status", "logs/error"])
+                                    "discovery", "status", "logs/error", "power/state",
+                                    "dashboard", "screenshot"])
 def test_a_device_cannot_publish_to_another_devices_topics(connect, broker, suffix):
     device = connect(broker.device_a)
     assert device.publish(f"infoscreen/{broker.device_b.username}/{suffix}") == NOT_AUTHORIZED
@@ -99,7 +101,9 @@ def test_a_device_cannot_publish_to_another_devices_topics(connect, broker, suff
 
 @pytest.mark.parametrize("topic", ["infoscreen/monitoring/events", "infoscreen/{me}/commands",
                                    "infoscreen/monitoring/clients/{me}",
-                                   "infoscreen/{other}/commands", "elsewhere"])
+                                   "infoscreen/{other}/commands", "elsewhere",
+                                   "infoscreen/{me}/group_id", "infoscreen/{other}/group_id",
+                                   "infoscreen/groups/1/power/intent"])
 def test_a_device_cannot_publish_commands_or_monitoring(connect, broker, topic):
     device = connect(broker.device_a)
     topic = topic.format(me=broker.device_a.username, other=broker.device_b.username)
@@ -107,7 +111,8 @@ def test_a_device_cannot_publish_commands_or_monitoring(connect, broker, topic):
 
 
 @pytest.mark.parametrize("topic", ["infoscreen/monitoring/events", "infoscreen/{dev}/heartbeat",
-                                   "infoscreen/{dev}/commands", "anything"])
+                                   "infoscreen/{dev}/commands", "anything",
+                                   "infoscreen/{dev}/group_id", "infoscreen/groups/1/power/intent"])
 def test_a_monitor_cannot_publish_at_all(connect, broker, topic):
     monitor = connect(broker.monitor)
     assert monitor.publish(topic.format(dev=broker.device_a.username)) == NOT_AUTHORIZED
@@ -123,6 +128,23 @@ def test_a_device_receives_its_own_commands_but_not_another_devices(connect, bro
     wait_until(lambda: device.received, timeout=5, message="own command")
     # Delivery is in order on one connection: once A's arrived, B's would have come first.
     assert [m.topic for m in device.received] == [f"infoscreen/{a}/commands"]
+
+
+def test_a_device_reads_its_own_group_and_the_group_power_intents(connect, broker):
+    a, b = broker.device_a.username, broker.device_b.username
+    device = connect(broker.device_a)
+    device.subscribe("infoscreen/+/group_id")
+    device.subscribe("infoscreen/groups/+/power/intent")
+    server = connect(broker.server)
+    assert ok(server.publish(f"infoscreen/{b}/group_id", b"7"))
+    assert ok(server.publish(f"infoscreen/{a}/group_id", b"3"))
+    assert ok(server.publish("infoscreen/groups/3/power/intent", b'{"desired_state": "on"}'))
+    live = lambda: [m for m in device.received if not m.retain]  # noqa: E731
+    wait_until(lambda: len(live()) >= 2, timeout=5, message="own group and the intent")
+    assert [(m.topic, m.payload) for m in live()] == [
+        (f"infoscreen/{a}/group_id", b"3"),
+        ("infoscreen/groups/3/power/intent", b'{"desired_state": "on"}'),
+    ]
 
 
 def test_a_monitor_reads_telemetry_and_monitoring(connect, broker):

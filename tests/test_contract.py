@@ -37,6 +37,19 @@ VALID = {
     "logs/warn": {"timestamp": "2026-11-24T11:59:00Z", "message": "slow"},
     "logs/info": {"timestamp": "2026-11-24T11:59:00Z", "message": "ok", "context": {}},
     "status": {"status": "online", "session": 4},
+    "power/state": {"schema_version": "1.0", "intent_id": "i-1", "client_id": UUID,
+                    "reported_at": "2026-11-24T11:59:58Z",
+                    "power": {"applied_state": "off", "source": "local_fallback", "result": "ok",
+                              "detail": "CEC standby"}},
+}
+# A health message as the deployed Infoscreen 2025 clients send it: no top-level timestamp
+# or process status.
+DEPLOYED_HEALTH = {
+    "expected_state": {"event_id": 12, "event_type": "presentation"},
+    "actual_state": {"process_status": "crashed", "current_process": "chromium",
+                     "process_pid": None, "restart_count": 3},
+    "health_metrics": {"cpu_percent": 4.0, "temperature_c": 51.2},
+    "broker_connection": {"reconnect_count": 7, "last_disconnect_at": "2026-11-24T09:00:00Z"},
 }
 
 
@@ -53,6 +66,54 @@ def test_it_keeps_the_health_document_and_reconnect_figures():
     assert m.raw["cpu_percent"] == 12.5
     assert m.payload.broker_connection.reconnect_count == 2
     assert m.payload.broker_connection.last_disconnect_at == datetime(2026, 11, 24, 10, tzinfo=UTC)
+
+
+def test_it_accepts_the_deployed_clients_health_shape():
+    m = parse("health", DEPLOYED_HEALTH)
+    assert isinstance(m, Message), m
+    assert m.payload.timestamp is None
+    assert m.payload.reported_process_status() == "crashed"
+    assert m.payload.broker_connection.reconnect_count == 7
+    assert m.raw["health_metrics"]["temperature_c"] == 51.2
+
+
+@pytest.mark.parametrize(("document", "status"), [
+    ({"process_status": "stopped", "actual_state": {"process_status": "crashed"}}, "stopped"),
+    ({"actual_state": {"process_status": "Running"}}, "running"),
+    ({"actual_state": {"status": "crashed"}}, "crashed"),
+    ({"actual_state": "starting"}, "starting"),
+    ({"actual_state": {"status": "presenting"}}, None),  # unknown: leave the status unchanged
+    ({"actual_state": {"process_status": 3}}, None),
+    ({"actual_state": [1, 2]}, None),
+    ({}, None),
+])
+def test_it_finds_the_process_status_where_each_kind_of_client_puts_it(document, status):
+    m = parse("health", document)
+    assert isinstance(m, Message), m
+    assert m.payload.reported_process_status() == status
+
+
+def test_it_cuts_long_ack_error_texts_and_says_so():
+    long = {"command_id": OTHER, "status": "failed", "error_code": "E" * 200,
+            "error_message": "x" * 5000}
+    m = parse("commands/ack", long)
+    assert isinstance(m, Message) and m.truncated
+    assert len(m.payload.error_code) == 128 and len(m.payload.error_message) == 4000
+    fits = parse("commands/ack", {**long, "error_code": "E" * 128, "error_message": "x" * 4000})
+    assert not fits.truncated and len(fits.payload.error_message) == 4000
+
+
+def test_it_keeps_the_capabilities_it_knows_from_discovery():
+    m = parse("discovery", {**VALID["discovery"],
+                            "capabilities": ["restart_app", "reboot_host", "dance"]})
+    assert m.payload.known_capabilities() == ["reboot_host", "restart_app"]
+    assert parse("discovery", VALID["discovery"]).payload.known_capabilities() is None
+
+
+def test_it_reads_tv_power_state():
+    m = parse("power/state", VALID["power/state"])
+    assert m.kind == contract.POWER_STATE
+    assert (m.payload.power.applied_state, m.payload.power.result) == ("off", "ok")
 
 
 def test_it_takes_naive_timestamps_as_utc():
@@ -86,7 +147,11 @@ REJECTIONS = [
     ("invalid_json", "heartbeat", b"\xff\xfe", UUID),
     ("not_an_object", "heartbeat", b"[1, 2]", UUID),
     ("not_an_object", "health", b"42", UUID),
-    ("missing_field", "health", {"timestamp": "2026-11-24T11:59:59Z"}, UUID),
+    ("missing_field", "power/state", {"client_id": UUID}, UUID),
+    ("invalid_value", "power/state",
+     {"power": {"applied_state": "standby", "result": "ok"}}, UUID),
+    ("uuid_mismatch", "power/state", {**VALID["power/state"], "client_id": OTHER}, UUID),
+    ("wrong_type", "discovery", {**VALID["discovery"], "capabilities": "reboot_host"}, UUID),
     ("missing_field", "discovery", {"uuid": UUID, "hostname": "h"}, UUID),
     ("missing_field", "service_failed", {"failed_at": "2026-11-24T11:00:00Z"}, UUID),
     ("wrong_type", "health", {"timestamp": "2026-11-24T11:59:59Z", "process_status": 5}, UUID),
