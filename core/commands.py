@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from core.capabilities import check_supported, learn_from_failure
 from core.config import Settings
 from core.db import dialect_insert
 from core.events import insert_events, new_event
@@ -30,6 +31,7 @@ from core.models import (
     CommandLock,
     CommandTransition,
     Event,
+    Group,
 )
 
 log = logging.getLogger(__name__)
@@ -84,6 +86,8 @@ class CommandPolicy:
     expiry_seconds: int
     lockout_seconds: int
     completion_seconds: Mapping[str, int]  # per action
+    default_actions: tuple[str, ...] = COMMAND_ACTIONS  # core.capabilities
+    group_max_parallel: int = 5
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CommandPolicy:
@@ -91,6 +95,8 @@ class CommandPolicy:
             expiry_seconds=settings.command_expiry_seconds,
             lockout_seconds=settings.command_lockout_seconds,
             completion_seconds={a: settings.completion_seconds(a) for a in COMMAND_ACTIONS},
+            default_actions=settings.default_supported_actions,
+            group_max_parallel=settings.group_command_max_parallel,
         )
 
 
@@ -126,8 +132,10 @@ def issue_command(
     requested_by: str,
     force: bool = False,
     dispatch_now: bool = True,
+    group_id: int | None = None,
 ) -> ClientCommand:
-    """Queue a command, or raise CommandLocked naming the command that blocks it.
+    """Queue a command, or raise ActionNotSupported (the client cannot do it) or
+    CommandLocked (naming the command that blocks it).
 
     The lockout is a compare-and-set on the client's `command_locks` row: the upsert only
     takes the row when the last power command is final and older than the lockout window.
@@ -135,12 +143,17 @@ def issue_command(
     winner's row; SQLite has one writer at a time), so exactly one of them wins. `force`
     (admin only, audited by the caller) skips the check but still takes the row.
     `dispatch_now`: the caller publishes at once; otherwise the scheduler's dispatcher does.
+    `group_id`: issued through a group command; it is held until `release_group_commands`
+    gives it its turn.
     """
     if action not in COMMAND_ACTIONS:
         expected = ", ".join(COMMAND_ACTIONS)
         raise CommandError(f"unknown action {action!r}; expected one of {expected}")
-    if session.get(Client, client_uuid) is None:
+    client = session.get(Client, client_uuid)
+    if client is None:
         raise UnknownClient(f"no client {client_uuid}")
+    if not force:  # before the lockout: a refusal must not take the lock
+        check_supported(client, action, policy.default_actions)
     command_id = str(uuid.uuid4())
     stmt = dialect_insert(session)(CommandLock).values(
         client_uuid=client_uuid, command_id=command_id, issued_at=now
@@ -169,7 +182,9 @@ def issue_command(
         issued_at=now,
         expires_at=now + timedelta(seconds=policy.expiry_seconds),
         completion_seconds=policy.completion_seconds[action],
-        last_dispatch_at=now if dispatch_now else None,
+        last_dispatch_at=now if dispatch_now and group_id is None else None,
+        group_id=group_id,
+        held=group_id is not None,
     )
     session.add(command)
     session.flush()  # the history row refers to the command
@@ -275,6 +290,7 @@ def commands_to_dispatch(
         select(ClientCommand)
         .where(
             ClientCommand.state == "queued",
+            ClientCommand.held.is_(False),
             ClientCommand.expires_at > now,
             (ClientCommand.last_dispatch_at.is_(None)) | (ClientCommand.last_dispatch_at <= cutoff),
         )
@@ -367,6 +383,7 @@ def _apply_ack(session: Session, command: ClientCommand, ack: Ack) -> bool:
         command.failed_at = ack.at
         command.error_code = ack.error_code
         command.error_message = ack.error_message
+        learn_from_failure(session, command, ack.at)
     if command.completion_due_at is None:
         command.completion_due_at = ack.at + timedelta(seconds=command.completion_seconds)
     command.state = ack.status
@@ -387,7 +404,9 @@ def sweep_expired_commands(session: Session, now: datetime) -> bool:
     a restart. True when a full chunk was swept (more may be waiting)."""
     full = False
     rules = (
-        ("expired", ClientCommand.state.in_(("queued", "sent")), ClientCommand.expires_at),
+        # A held group command has not had its turn yet: its expiry starts when it gets it.
+        ("expired", and_(ClientCommand.state.in_(("queued", "sent")), ClientCommand.held.is_(False)),
+         ClientCommand.expires_at),
         ("timed_out", ClientCommand.state.in_(("accepted", "execution_started")),
          ClientCommand.completion_due_at),
     )
@@ -417,3 +436,41 @@ def sweep_expired_commands(session: Session, now: datetime) -> bool:
         ))
         log.info("sweep: %d commands %s", len(rows), final)
     return full
+
+
+# Group commands ----------------------------------------------------------------------------
+
+
+def release_group_commands(session: Session, now: datetime, policy: CommandPolicy,
+                           group_id: int) -> list[ClientCommand]:
+    """Give held commands of the group their turn, oldest first, while fewer than
+    `group_max_parallel` of its commands run (open and not held). Each released command's
+    expiry starts now. The group's row is locked, so two releasers never exceed the cap."""
+    if session.get(Group, group_id, with_for_update=True) is None:
+        return []
+    of_group = ClientCommand.group_id == group_id
+    running = session.scalar(
+        select(func.count()).select_from(ClientCommand).where(
+            of_group, ClientCommand.held.is_(False),
+            ClientCommand.state.in_(OPEN_COMMAND_STATES))
+    ) or 0
+    free = policy.group_max_parallel - running
+    if free <= 0:
+        return []
+    released = list(session.scalars(
+        select(ClientCommand).where(of_group, ClientCommand.held.is_(True),
+                                    ClientCommand.state == "queued")
+        .order_by(ClientCommand.issued_at, ClientCommand.client_uuid).limit(free)
+    ))
+    for command in released:
+        command.held = False
+        command.expires_at = now + timedelta(seconds=policy.expiry_seconds)
+        session.add(_transition(command.id, "queued", now, "group", released=True))
+    return released
+
+
+def groups_with_held_commands(session: Session) -> list[int]:
+    return list(session.scalars(
+        select(ClientCommand.group_id).where(ClientCommand.held.is_(True),
+                                             ClientCommand.group_id.is_not(None)).distinct()
+    ))

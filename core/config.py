@@ -16,6 +16,8 @@ from typing import Literal
 from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from core.contract import COMMAND_ACTIONS
+
 SECRET_NAMES = ("MQTT_PASSWORD", "SECRET_KEY", "DATABASE_URL")
 
 # Values that ship in .env.example or that people type when trying things out.
@@ -84,6 +86,15 @@ class Settings(BaseModel):
     )
     command_redispatch_seconds: float = Field(
         10.0, alias="COMMAND_REDISPATCH_SECONDS", ge=1, le=3600
+    )
+
+    # What a client can do when neither an admin, its discovery nor a failed ack said.
+    default_supported_actions: tuple[str, ...] = Field(
+        COMMAND_ACTIONS, alias="DEFAULT_SUPPORTED_ACTIONS"
+    )
+    # Power commands of one group that run at once; the rest wait their turn.
+    group_command_max_parallel: int = Field(
+        5, alias="GROUP_COMMAND_MAX_PARALLEL", ge=1, le=10_000
     )
 
     crash_recovery_enabled: bool = Field(False, alias="CRASH_RECOVERY_ENABLED")
@@ -159,6 +170,18 @@ class Settings(BaseModel):
         if not value.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:")):
             raise ValueError("must start with sqlite:/// or postgresql+psycopg://")
         return value
+
+    @field_validator("default_supported_actions", mode="before")
+    @classmethod
+    def _actions(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        names = [name for name in value.replace(",", " ").split() if name]
+        unknown = [name for name in names if name not in COMMAND_ACTIONS]
+        if unknown:
+            raise ValueError(f"unknown action {unknown[0]!r}; expected some of "
+                             f"{', '.join(COMMAND_ACTIONS)}, separated by commas")
+        return tuple(a for a in COMMAND_ACTIONS if a in names)
 
     @field_validator("sign_in_limit_per_account", "sign_in_limit_per_address")
     @classmethod

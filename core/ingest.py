@@ -79,21 +79,22 @@ def fold_client_rows(messages: Iterable[Message]) -> dict[str, dict[str, Any]]:
                 ip=p.ip,
                 software_version=p.software_version,
                 hardware=hardware,
-                group_id=p.group_id,
+                reported_group_id=p.group_id,
+                reported_capabilities=p.known_capabilities(),
                 last_discovery_at=m.received_at,
             )
         elif m.kind == contract.HEALTH:
-            row.update(
-                process_status=p.process_status,
-                process_status_at=m.received_at,
-                health=m.raw,
-                health_at=m.received_at,
-            )
+            row.update(health=m.raw, health_at=m.received_at)
+            process_status = p.reported_process_status()
+            if process_status is not None:  # none found: the status stays as it was
+                row.update(process_status=process_status, process_status_at=m.received_at)
             if p.broker_connection is not None:
                 row.update(
                     mqtt_reconnect_count=p.broker_connection.reconnect_count,
                     mqtt_last_disconnect_at=p.broker_connection.last_disconnect_at,
                 )
+        elif m.kind == contract.POWER_STATE:
+            row.update(power_state=power_document(p), power_state_at=m.received_at)
         elif m.kind == contract.STATUS:
             held = row.get("presence_session")
             if held is None or p.session is None or p.session >= held:
@@ -105,12 +106,24 @@ def fold_client_rows(messages: Iterable[Message]) -> dict[str, dict[str, Any]]:
     return rows
 
 
-# Columns updated together, and the column that says which version is newer.
+def power_document(p: contract.PowerStatePayload) -> dict[str, Any]:
+    """The TV power report as the API shows it."""
+    return {
+        "appliedState": p.power.applied_state, "source": p.power.source,
+        "result": p.power.result, "detail": p.power.detail, "intentId": p.intent_id,
+        "reportedAt": p.reported_at.isoformat() if p.reported_at else None,
+    }
+
+
+# Columns updated together, and the column that says which version is newer. A row carries
+# only the columns its messages set (a health report without a process status keeps it).
 _GUARDED_GROUPS = {
     "last_discovery_at": (
-        "hostname", "ip", "software_version", "hardware", "group_id", "last_discovery_at",
+        "hostname", "ip", "software_version", "hardware", "reported_group_id",
+        "reported_capabilities", "last_discovery_at",
     ),
     "health_at": ("process_status", "process_status_at", "health", "health_at"),
+    "power_state_at": ("power_state", "power_state_at"),
 }
 _RECONNECT_COLUMNS = ("mqtt_reconnect_count", "mqtt_last_disconnect_at")
 
@@ -135,7 +148,8 @@ def _conflict_updates(new: Any, keys: frozenset[str], live: bool, dialect: str) 
             if guard == "health_at" and "mqtt_reconnect_count" in keys:
                 columns = columns + _RECONNECT_COLUMNS
             for name in columns:
-                updates[name] = case((newer, new[name]), else_=table.c[name])
+                if name in keys:
+                    updates[name] = case((newer, new[name]), else_=table.c[name])
     if "presence" in keys:
         newer = or_(
             table.c.presence_session.is_(None),
@@ -190,7 +204,7 @@ _CREATE_STAGING = (
     "CREATE TEMPORARY TABLE IF NOT EXISTS ingest_client_rows "
     "(LIKE clients INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
 )
-_JSON_COLUMNS = frozenset({"hardware", "health"})
+_JSON_COLUMNS = frozenset({"hardware", "health", "reported_capabilities", "power_state"})
 
 
 def _copy_upsert(session: Session, keys: frozenset[str], live: bool,
@@ -215,6 +229,23 @@ def _copy_upsert(session: Session, keys: frozenset[str], live: bool,
     )
     updates = _conflict_updates(stmt.excluded, keys, live, "postgresql")
     session.execute(_on_conflict(stmt, updates))
+
+
+def tv_power_errors(messages: Iterable[Message]) -> list[Event]:
+    """One `tv_power_error` per failed power change (a repeat of the same report in one batch
+    counts once)."""
+    seen: set[tuple[str, str | None]] = set()
+    events = []
+    for m in messages:
+        if m.kind != contract.POWER_STATE or m.payload.power.result != "error":
+            continue
+        key = (m.client_uuid, m.payload.intent_id)
+        if key in seen:
+            continue
+        seen.add(key)
+        events.append(new_event("tv_power_error", "warning", m.received_at, m.client_uuid,
+                                **power_document(m.payload)))
+    return events
 
 
 def _known_uuids(session: Session, uuids: list[str]) -> set[str]:
@@ -376,6 +407,7 @@ def apply_batch(
                 event = _apply_service_failed(session, m)
                 if event is not None:
                     events.append(event)
+        events += tv_power_errors(messages)
         session.add_all(events)
         result.events = len(events)
     logs = [m for m in messages if m.kind == contract.LOG]
@@ -384,6 +416,12 @@ def apply_batch(
     acks = [m for m in messages if m.kind == contract.COMMAND_ACK]
     if acks:
         rejections = rejections + _apply_acks(session, acks, result)
+        rejections += [
+            Rejection(contract.TEXT_TRUNCATED, m.topic, "error_code or error_message cut to "
+                      f"{contract.ACK_ERROR_CODE_MAX}/{contract.ACK_ERROR_MESSAGE_MAX} characters",
+                      m.payload.command_id)
+            for m in acks if m.truncated
+        ]
     if rejections:
         count_rejections(session, rejections, now)
     return result

@@ -18,10 +18,11 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    false,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from core import contract
 from core.clock import as_utc
@@ -62,6 +63,20 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSONDocument}
 
 
+class Group(Base):
+    """Screens staff put together (a building, a floor). The server is the source of truth:
+    each member learns its group from the retained `group_id` topic."""
+
+    __tablename__ = "groups"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str | None] = mapped_column(String(500))
+    # An admin's setting for every member without one of its own (None: not set).
+    supported_actions: Mapped[list[str] | None] = mapped_column(JSONDocument)
+    created_at: Mapped[datetime]
+
+
 class Client(Base):
     """One infoscreen, keyed by the uuid it uses as MQTT identity and topic segment."""
 
@@ -72,7 +87,21 @@ class Client(Base):
     ip: Mapped[str | None] = mapped_column(String(45))
     software_version: Mapped[str | None] = mapped_column(String(64))
     hardware: Mapped[dict[str, Any] | None]
-    group_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    # What the device said in discovery; never overrides staff's `group_id`.
+    reported_group_id: Mapped[str | None] = mapped_column(String(64))
+    group_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("groups.id", ondelete="SET NULL"), index=True
+    )
+    # The retained group_id at the broker does not match group_id yet (an outbox), and when a
+    # publisher last tried to bring it there.
+    group_pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    group_dispatch_at: Mapped[datetime | None]
+    group: Mapped[Group | None] = relationship(lazy="selectin")
+    # Capabilities (core.capabilities): an admin's setting, the discovery's list, and actions
+    # a failed ack showed the device cannot do.
+    supported_actions: Mapped[list[str] | None] = mapped_column(JSONDocument)
+    reported_capabilities: Mapped[list[str] | None] = mapped_column(JSONDocument)
+    unsupported_actions: Mapped[list[str] | None] = mapped_column(JSONDocument)
     first_seen_at: Mapped[datetime]
     last_seen_at: Mapped[datetime] = mapped_column(index=True)
     last_heartbeat_at: Mapped[datetime | None]
@@ -84,6 +113,10 @@ class Client(Base):
     health_at: Mapped[datetime | None]
     mqtt_reconnect_count: Mapped[int | None] = mapped_column(BigInteger)
     mqtt_last_disconnect_at: Mapped[datetime | None]
+
+    # The TV's last reported power (power/state), as sent; power_state_at is when it came.
+    power_state: Mapped[dict[str, Any] | None]
+    power_state_at: Mapped[datetime | None]
 
     presence: Mapped[str | None] = mapped_column(String(8))
     presence_session: Mapped[int | None] = mapped_column(BigInteger)
@@ -260,6 +293,9 @@ class ClientCommand(Base):
             sqlite_where=text(_OPEN_SQL),
         ),
         Index("ix_client_commands_requested_by_issued_at", "requested_by", "issued_at"),
+        # Group commands waiting for their turn: few, looked at every scheduler cycle.
+        Index("ix_client_commands_held", "group_id", postgresql_where=text("held"),
+              sqlite_where=text("held")),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -284,7 +320,13 @@ class ClientCommand(Base):
     completed_at: Mapped[datetime | None]
     failed_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None] = mapped_column(index=True)
-    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_code: Mapped[str | None] = mapped_column(String(128))
+    # Issued through a group command: at most GROUP_COMMAND_MAX_PARALLEL of a group run at
+    # once; a held command waits (queued) for its turn and is not published until released.
+    group_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("groups.id", ondelete="SET NULL")
+    )
+    held: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     error_message: Mapped[str | None] = mapped_column(Text)
 
     @property

@@ -1,7 +1,8 @@
 """Auto-recovery (DESIGN.md §6), behind CRASH_RECOVERY_ENABLED.
 
 A client whose player crashed while its heartbeat is fresh gets `restart_app`; once
-CRASH_RECOVERY_MAX_ATTEMPTS automatic restarts within the window did not help, `reboot_host`;
+CRASH_RECOVERY_MAX_ATTEMPTS automatic restarts within the window did not help, `reboot_host`
+(straight away for a client that cannot `restart_app`, such as the deployed clients);
 after a reboot within the window did not help either, it is left to staff (one event). A
 stale client cannot be reached over MQTT: the liveness job reports it, nothing is sent.
 
@@ -20,6 +21,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
+from core.capabilities import supported_actions
 from core.commands import AUTO_RECOVERY, CommandLocked, CommandPolicy, issue_command
 from core.config import Settings
 from core.events import new_event
@@ -120,7 +122,16 @@ class AutoRecovery:
             self._give_up(session, now, client_uuid, tried)
             return
         restarts = tried.get("restart_app", 0)
-        action = "reboot_host" if restarts >= self.rules.max_attempts else "restart_app"
+        client = session.get(Client, client_uuid)
+        assert client is not None  # a candidate
+        can, _ = supported_actions(client, self.policy.default_actions)
+        if restarts < self.rules.max_attempts and "restart_app" in can:
+            action = "restart_app"
+        elif "reboot_host" in can:
+            action = "reboot_host"
+        else:
+            self._give_up(session, now, client_uuid, tried)
+            return
         reason = (f"auto-recovery: player crashed; {restarts} automatic restart(s) in the "
                   f"last {self.rules.window_seconds // 60} min")
         try:

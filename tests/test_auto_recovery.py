@@ -218,3 +218,17 @@ def test_the_brake_holds_while_a_large_share_of_the_fleet_is_down(db):
         "info", seconds(60), 1)
     assert [(c.client_uuid, c.issued_at) for c in issued(db)] == [(HALL, seconds(60))]
     assert len(events(db, "auto_recovery_braked")) == 1
+
+
+def test_a_client_that_cannot_restart_its_app_gets_a_reboot_straight_away(db):
+    add(db, HALL)
+    add(db, GYM)
+    with db.sessions() as session, session.begin():
+        session.get(Client, HALL).unsupported_actions = ["restart_app"]  # a failed ack said so
+        session.get(Client, GYM).reported_capabilities = ["shutdown_host"]  # can do neither
+    cycle(db, recovery(), NOW)
+    assert [(c.client_uuid, c.action) for c in issued(db)] == [(HALL, "reboot_host")]
+    with db.sessions() as session:
+        given_up = session.scalars(select(Event.client_uuid)
+                                   .where(Event.type == "auto_recovery_exhausted")).all()
+    assert given_up == [GYM]

@@ -281,3 +281,101 @@ def test_the_dispatcher_claims_queued_commands_once_per_retry_interval(fleet):
         due = commands.commands_to_dispatch(session, NOW + timedelta(seconds=10), retry_after=10)
     assert sorted(c.id for c in due) == sorted([api.id, auto.id])
     assert count(fleet, CommandTransition) == 2
+
+
+# Capabilities ------------------------------------------------------------------------------
+
+
+def set_client(db, uuid=HALL, **values) -> None:
+    with db.sessions() as session, session.begin():
+        client = session.get(Client, uuid)
+        for name, value in values.items():
+            setattr(client, name, value)
+
+
+def test_an_unsupported_action_is_refused_before_the_lockout(fleet):
+    from core.capabilities import ActionNotSupported
+
+    set_client(fleet, reported_capabilities=["reboot_host", "shutdown_host"])
+    with pytest.raises(ActionNotSupported, match="does not support restart_app"):
+        issue(fleet, action="restart_app")
+    assert count(fleet, ClientCommand) == count(fleet, CommandLock) == 0
+    assert issue(fleet, action="restart_app", force=True).forced  # an admin may force it
+
+
+@pytest.mark.parametrize(("code", "action", "learned"), [
+    ("unsupported_action", "restart_app", True),
+    ("unsupported_action", "reboot_host", True),
+    ("invalid_command", "restart_app", True),
+    ("unsupported_schema_version", "restart_app", True),
+    ("invalid_command", "reboot_host", False),  # in the frozen schema: not a capability
+    ("busy", "restart_app", False),
+])
+def test_a_failed_ack_teaches_what_the_client_cannot_do(fleet, code, action, learned):
+    from core.capabilities import supported_actions
+
+    command = issue(fleet, action=action)
+    ack(fleet, command.id, "failed", error_code=code, error_message="no")
+    ack(fleet, command.id, "failed", error_code=code, error_message="no")  # the alias topic
+    with fleet.sessions() as session:
+        client = session.get(Client, HALL)
+        can, source = supported_actions(client, POLICY.default_actions)
+        taught = session.scalars(select(Event).where(Event.type == "capability_learned")).all()
+    assert (action not in can) is learned
+    assert source == ("learned" if learned else "default")
+    assert [e.details["action"] for e in taught] == ([action] if learned else [])
+
+
+def test_capability_sources_go_strongest_first(fleet):
+    from core.capabilities import supported_actions
+    from core.models import Group
+
+    with fleet.sessions() as session, session.begin():
+        session.add(Group(id=1, name="hall", created_at=NOW, supported_actions=["reboot_host"]))
+    set_client(fleet, unsupported_actions=["restart_app"])
+
+    def source():
+        with fleet.sessions() as session:
+            return supported_actions(session.get(Client, HALL), POLICY.default_actions)
+
+    assert source() == (["reboot_host", "shutdown_host"], "learned")
+    set_client(fleet, reported_capabilities=["restart_app"])
+    assert source() == (["restart_app"], "discovery")
+    set_client(fleet, group_id=1)
+    assert source() == (["reboot_host"], "group")
+    set_client(fleet, supported_actions=["shutdown_host", "reboot_host"])
+    assert source() == (["reboot_host", "shutdown_host"], "admin")
+
+
+# Group commands ----------------------------------------------------------------------------
+
+
+def test_group_commands_run_at_most_the_cap_at_once(fleet):
+    from core.models import Group
+
+    members = [f"00000000-0000-0000-0000-0000000001{i:02d}" for i in range(5)]
+    with fleet.sessions() as session, session.begin():
+        session.add(Group(id=7, name="gym", created_at=NOW))
+        session.add_all(Client(uuid=u, first_seen_at=NOW, last_seen_at=NOW, group_id=7)
+                        for u in members)
+    policy = CommandPolicy.from_settings(Settings(GROUP_COMMAND_MAX_PARALLEL=2))
+    ids = [issue(fleet, uuid=u, action="reboot_host", group_id=7).id for u in members]
+
+    def release(at):
+        with fleet.sessions() as session, session.begin():
+            return [c.id for c in commands.release_group_commands(session, at, policy, 7)]
+
+    def held():
+        return [i for i in ids if load(fleet, i).held]
+
+    assert held() == ids
+    later = NOW + timedelta(seconds=POLICY.expiry_seconds + 60)  # held ones do not expire
+    sweep(fleet, later)
+    assert release(later) == ids[:2] and release(later) == []
+    assert load(fleet, ids[0]).expires_at == later + timedelta(seconds=POLICY.expiry_seconds)
+    with fleet.sessions() as session, session.begin():  # the dispatcher leaves held ones
+        due = commands.commands_to_dispatch(session, later, retry_after=10)
+    assert sorted(c.id for c in due) == sorted(ids[:2])
+    ack(fleet, ids[0], "accepted", "completed", uuid=members[0], at=later)
+    assert release(later) == ids[2:3]
+    assert held() == ids[3:]

@@ -49,7 +49,7 @@ DISCOVERY = {"uuid": SCREEN, "hostname": "screen-hall", "ip": "10.0.0.7",
 def test_discovery_registers_a_client(db):
     result = write(db, msg("discovery", DISCOVERY))
     c = client(db)
-    assert (c.hostname, c.ip, c.software_version, c.group_id) == (
+    assert (c.hostname, c.ip, c.software_version, c.reported_group_id) == (
         "screen-hall", "10.0.0.7", "2025.3.1", "entrance")
     assert c.first_seen_at == c.last_seen_at == T0
     assert result.registered == 1
@@ -205,7 +205,7 @@ def test_an_ack_for_an_unknown_command_is_counted_and_changes_nothing(db):
     ("reason", "suffix", "payload"),
     [
         ("invalid_json", "heartbeat", b"{"),
-        ("missing_field", "health", {"timestamp": "2026-11-24T12:00:00Z"}),
+        ("missing_field", "service_failed", {"failed_at": "2026-11-24T12:00:00Z"}),
         ("uuid_mismatch", "discovery", {**DISCOVERY, "uuid": OTHER}),
     ],
 )
@@ -267,3 +267,89 @@ def test_a_batch_of_only_retained_alerts_is_stored_for_known_and_unknown_clients
     assert other.service_failed_open and other.service_failed_unit == "kiosk.service"
     assert ("service_failed", SCREEN) in events(db) and ("service_failed", OTHER) in events(db)
     assert count(db, IngestRejection) == 0
+
+
+# The deployed Infoscreen 2025 clients ------------------------------------------------------
+
+DEPLOYED_HEALTH = {
+    "expected_state": {"event_id": 12, "event_type": "presentation"},
+    "actual_state": {"process_status": "crashed", "current_process": "chromium"},
+    "health_metrics": {"cpu_percent": 4.0},
+    "broker_connection": {"reconnect_count": 9, "last_disconnect_at": "2026-11-24T11:00:00Z"},
+}
+
+
+def test_the_deployed_health_shape_is_stored_with_its_figures_and_no_rejection(db):
+    result = write(db, msg("health", DEPLOYED_HEALTH))
+    assert (result.accepted, result.rejected) == (1, 0)
+    c = client(db)
+    assert (c.process_status, c.process_status_at, c.health_at) == ("crashed", T0, T0)
+    assert c.mqtt_reconnect_count == 9
+    assert c.health["expected_state"]["event_id"] == 12
+    assert c.health["actual_state"]["current_process"] == "chromium"
+    assert c.health["health_metrics"] == {"cpu_percent": 4.0}
+    assert count(db, IngestRejection) == 0
+
+
+def test_a_health_report_without_a_process_status_keeps_the_one_known(db):
+    write(db, msg("health", DEPLOYED_HEALTH))
+    later = T0 + timedelta(seconds=5)
+    write(db, msg("health", {**DEPLOYED_HEALTH, "actual_state": {"status": "presenting"},
+                             "broker_connection": {"reconnect_count": 10}}, later))
+    c = client(db)
+    assert (c.process_status, c.process_status_at) == ("crashed", T0)
+    assert (c.health_at, c.mqtt_reconnect_count) == (later, 10)
+
+
+def test_discovery_keeps_the_reported_group_and_capabilities(db):
+    write(db, msg("discovery", {**DISCOVERY, "capabilities": ["reboot_host", "x"]}))
+    c = client(db)
+    assert (c.reported_group_id, c.reported_capabilities, c.group_id) == (
+        "entrance", ["reboot_host"], None)
+    write(db, msg("discovery", DISCOVERY, T0 + timedelta(seconds=1)))
+    assert client(db).reported_capabilities is None  # a discovery describes the device whole
+
+
+POWER = {"schema_version": "1.0", "intent_id": "i-1", "client_id": SCREEN,
+         "reported_at": "2026-11-24T11:59:59Z",
+         "power": {"applied_state": "off", "source": "local_fallback", "result": "ok",
+                   "detail": "CEC standby"}}
+
+
+def test_tv_power_state_is_stored_newer_wins(db):
+    write(db, msg("power/state", POWER, T0 + timedelta(seconds=5)))
+    on = {**POWER, "power": {**POWER["power"], "applied_state": "on"}}
+    write(db, msg("power/state", on, T0))  # older, arriving late
+    c = client(db)
+    assert c.power_state_at == T0 + timedelta(seconds=5)
+    assert c.power_state == {"appliedState": "off", "source": "local_fallback", "result": "ok",
+                             "detail": "CEC standby", "intentId": "i-1",
+                             "reportedAt": "2026-11-24T11:59:59+00:00"}
+    assert events(db) == [("client_registered", SCREEN)]
+
+
+def test_a_failed_tv_power_change_raises_one_event(db):
+    failed = {**POWER, "power": {**POWER["power"], "result": "error", "detail": "no CEC"}}
+    write(db, msg("power/state", failed), msg("power/state", failed))
+    assert events(db) == [("client_registered", SCREEN), ("tv_power_error", SCREEN)]
+    with db.sessions() as session:
+        event = session.scalars(select(Event).where(Event.type == "tv_power_error")).one()
+    assert event.details["detail"] == "no CEC" and event.severity == "warning"
+
+
+def test_a_long_failure_text_ends_the_command_cut_and_counted(db):
+    write(db, msg("discovery", DISCOVERY))
+    with db.sessions() as session, session.begin():
+        session.add(ClientCommand(
+            id=OTHER, client_uuid=SCREEN, action="reboot_host", state="execution_started",
+            reason="r", requested_by="olga", issued_at=T0, expires_at=T0 + timedelta(minutes=5),
+            completion_seconds=300))
+    long = {"command_id": OTHER, "status": "failed", "error_code": "E" * 130,
+            "error_message": "m" * 4500}
+    write(db, msg("commands/ack", long), msg("command/ack", long))
+    with db.sessions() as session:
+        command = session.get(ClientCommand, OTHER)
+        counted = session.get(IngestRejection, "text_truncated")
+    assert command.state == "failed"
+    assert (len(command.error_code), len(command.error_message)) == (128, 4000)
+    assert counted.count == 2

@@ -48,3 +48,23 @@ def test_migrations_downgrade_to_empty_and_up_again(empty_database):
     assert tables(empty_database) <= {"alembic_version"}
     migrate.upgrade(empty_database)
     assert "clients" in tables(empty_database)
+
+
+def test_the_group_a_device_reported_is_kept_as_reported_group_id(empty_database):
+    migrate.upgrade(empty_database, "0006")
+    engine = create_engine(empty_database)
+    insert = text("INSERT INTO clients (uuid, group_id, first_seen_at, last_seen_at) "
+                  "VALUES ('c1', 'hall-3', '2026-11-01 00:00:00', '2026-11-01 00:00:00')")
+    try:
+        with engine.begin() as conn:
+            conn.execute(insert)
+        migrate.upgrade(empty_database)
+        with engine.connect() as conn:
+            row = conn.execute(text("SELECT reported_group_id, group_id, group_pending "
+                                    "FROM clients")).one()
+        assert tuple(row) == ("hall-3", None, False)
+        migrate.downgrade(empty_database, "0006")
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT group_id FROM clients")).scalar_one() == "hall-3"
+    finally:
+        engine.dispose()
