@@ -405,7 +405,8 @@ def sweep_expired_commands(session: Session, now: datetime) -> bool:
     full = False
     rules = (
         # A held group command has not had its turn yet: its expiry starts when it gets it.
-        ("expired", and_(ClientCommand.state.in_(("queued", "sent")), ClientCommand.held.is_(False)),
+        ("expired",
+         and_(ClientCommand.state.in_(("queued", "sent")), ClientCommand.held.is_(False)),
          ClientCommand.expires_at),
         ("timed_out", ClientCommand.state.in_(("accepted", "execution_started")),
          ClientCommand.completion_due_at),

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
+from core.capabilities import supported_actions
+from core.contract import COMMAND_ACTIONS
 from core.events import new_event
 from core.liveness import ALIVE, DOWN, STALE, liveness
 from core.models import Client, Event, IngestRejection
@@ -27,15 +30,23 @@ def age_text(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h ago"
 
 
-def client_summary(client: Client, now: datetime, stale_seconds: int, down_seconds: int
-                   ) -> dict[str, Any]:
+def client_summary(client: Client, now: datetime, stale_seconds: int, down_seconds: int,
+                   default_actions: Sequence[str] = COMMAND_ACTIONS) -> dict[str, Any]:
     """One client's state in the API's camelCase shape."""
+    actions, actions_source = supported_actions(client, default_actions)
     return {
         "uuid": client.uuid,
         "hostname": client.hostname,
         "ip": client.ip,
         "softwareVersion": client.software_version,
         "groupId": client.group_id,
+        "groupName": client.group.name if client.group else None,
+        "reportedGroupId": client.reported_group_id,
+        "supportedActions": actions,
+        "supportedActionsSource": actions_source,
+        "powerState": client.power_state and {
+            k: client.power_state.get(k)
+            for k in ("appliedState", "source", "result", "detail", "reportedAt")},
         "status": liveness(client.last_seen_at, now, stale_seconds, down_seconds),
         "lastSeenAt": iso(client.last_seen_at),
         "lastSeenSecondsAgo": round((now - client.last_seen_at).total_seconds(), 1),
@@ -107,6 +118,7 @@ def client_page(
     *,
     status: str | None = None,
     search: str | None = None,
+    group_id: int | None = None,
     sort: str = "hostname",
     page: int = 1,
     per_page: int = 50,
@@ -117,6 +129,8 @@ def client_page(
     query = select(Client)
     if status is not None:
         query = query.where(_status_clause(status, now, stale_seconds, down_seconds))
+    if group_id is not None:
+        query = query.where(Client.group_id == group_id)
     if search:
         pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         query = query.where(or_(Client.hostname.ilike(pattern, escape="\\"),

@@ -1,4 +1,5 @@
-"""Publishing commands to devices and recording the broker's PUBACK as `sent`."""
+"""Publishing to devices: commands (the broker's PUBACK recorded as `sent`) and each screen's
+retained group_id (the PUBACK clears its outbox flag)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import commands
+from core import commands, groups
 from core.clock import Clock, utc_now
 from core.contract import device_topic
 from core.models import ClientCommand
@@ -45,4 +46,20 @@ class CommandDispatcher:
                                            on_puback=on_puback)
         if published:
             log.info("command %s %s published to %s", command_id, command.action, topic)
+        return published
+
+    def publish_group(self, client_uuid: str, group_id: int | None) -> bool:
+        """Publish the screen's group as its retained group_id (empty: no group). False when
+        the broker is not connected: the outbox keeps it for the scheduler."""
+        topic = device_topic(self.prefix, client_uuid, "group_id")
+
+        def on_puback(ok: bool, at: datetime) -> None:
+            if ok:
+                with self.session_factory() as session, session.begin():
+                    groups.mark_group_published(session, client_uuid, group_id)
+
+        published = self.publisher.publish(topic, groups.group_payload(group_id), retain=True,
+                                           on_puback=on_puback)
+        if published:
+            log.info("group %s published to %s", group_id, topic)
         return published

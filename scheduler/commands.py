@@ -1,4 +1,5 @@
-"""The scheduler's command jobs: the expiry sweep and the dispatcher of queued commands."""
+"""The scheduler's command jobs: the expiry sweep, the turns of group commands, the dispatcher
+of queued commands, and the retained group assignments."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from core import commands
+from core import commands, groups
+from core.commands import CommandPolicy
 from mqtt_client.dispatch import CommandDispatcher
 
 DISPATCH_BATCH = 500
@@ -34,4 +36,33 @@ class DispatchQueuedCommands:
         )
         for command in due:
             self.dispatcher.dispatch(command)
+        return len(due) == DISPATCH_BATCH
+
+
+class ReleaseGroupCommands:
+    """Gives waiting group commands their turn as the running ones of their group end."""
+
+    def __init__(self, policy: CommandPolicy):
+        self.policy = policy
+
+    def __call__(self, session: Session, now: datetime) -> bool:
+        for group_id in commands.groups_with_held_commands(session):
+            commands.release_group_commands(session, now, self.policy, group_id)
+        return False
+
+
+class PublishGroupAssignments:
+    """Publishes each screen's retained group_id until the broker took it."""
+
+    def __init__(self, dispatcher: CommandDispatcher, retry_after: float):
+        self.dispatcher = dispatcher
+        self.retry_after = retry_after
+
+    def __call__(self, session: Session, now: datetime) -> bool:
+        if not self.dispatcher.publisher.connected:
+            return False
+        due = groups.assignments_to_publish(session, now, retry_after=self.retry_after,
+                                            limit=DISPATCH_BATCH)
+        for client_uuid, group_id in due:
+            self.dispatcher.publish_group(client_uuid, group_id)
         return len(due) == DISPATCH_BATCH

@@ -17,7 +17,12 @@ from mqtt_client.dispatch import CommandDispatcher
 from mqtt_client.publisher import Publisher
 from scheduler.broker_auth import BrokerAuthFailures
 from scheduler.certificates import CheckCertificates
-from scheduler.commands import DispatchQueuedCommands, sweep_expired_commands
+from scheduler.commands import (
+    DispatchQueuedCommands,
+    PublishGroupAssignments,
+    ReleaseGroupCommands,
+    sweep_expired_commands,
+)
 from scheduler.health import FollowLiveness, detect_crashes
 from scheduler.leader import Leadership
 from scheduler.loop import Job, Scheduler
@@ -42,8 +47,11 @@ def build_jobs(settings: Settings, publisher: Publisher,
                      AutoRecovery(RecoveryRules.from_settings(settings), policy)))
     dispatcher = CommandDispatcher(publisher, session_factory, prefix)
     jobs += [
+        ("release_group_commands", ReleaseGroupCommands(policy)),
         ("dispatch_queued_commands",
          DispatchQueuedCommands(dispatcher, settings.command_redispatch_seconds)),
+        ("publish_group_assignments",
+         PublishGroupAssignments(dispatcher, settings.command_redispatch_seconds)),
         ("deliver_events", DeliverEvents(publisher, prefix)),
         ("publish_client_states", PublishClientStates(publisher, prefix)),
         ("prune_history", PruneHistory(activity_hours=settings.activity_retention_hours,

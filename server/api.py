@@ -35,9 +35,10 @@ def known_client_id(client_uuid: str) -> str:
     return client_uuid
 
 
-def _summary(client: Client) -> dict:
+def client_json(client: Client) -> dict:
     s = current_settings()
-    return client_summary(client, utc_now(), s.heartbeat_stale_seconds, s.heartbeat_down_seconds)
+    return client_summary(client, utc_now(), s.heartbeat_stale_seconds, s.heartbeat_down_seconds,
+                          s.default_supported_actions)
 
 
 @bp.route("/clients")
@@ -45,15 +46,16 @@ def _summary(client: Client) -> dict:
 @bp.arguments(schemas.ClientListArgs, location="query")
 @bp.response(200, schemas.ClientPageSchema)
 def clients(args):
-    """Clients, filtered by status or a search on hostname, uuid and ip, one page."""
+    """Clients, filtered by status, group or a search on hostname, uuid and ip, one page."""
     s = current_settings()
     total, rows = client_page(
         db.session, utc_now(), s.heartbeat_stale_seconds, s.heartbeat_down_seconds,
-        status=args.get("status"), search=args.get("search"), sort=args["sort"],
+        status=args.get("status"), search=args.get("search"), group_id=args.get("groupId"),
+        sort=args["sort"],
         page=args["page"], per_page=args["perPage"],
     )
     return {"total": total, "page": args["page"], "perPage": args["perPage"],
-            "items": [_summary(c) for c in rows]}
+            "items": [client_json(c) for c in rows]}
 
 
 @bp.route("/clients/crashed")
@@ -62,7 +64,7 @@ def clients(args):
 def crashed():
     """Clients whose player crashed (`process_crashed`) or whose heartbeat is stale."""
     rows = crashed_clients(db.session, utc_now(), current_settings().heartbeat_stale_seconds)
-    return {"items": [{**_summary(c), "reason": reason} for c, reason in rows]}
+    return {"items": [{**client_json(c), "reason": reason} for c, reason in rows]}
 
 
 @bp.route("/clients/service_failed")
@@ -70,7 +72,7 @@ def crashed():
 @bp.response(200, schemas.ClientListSchema)
 def service_failed():
     """Clients with an open service-failed alert, newest first."""
-    return {"items": [_summary(c) for c in open_service_failed(db.session)]}
+    return {"items": [client_json(c) for c in open_service_failed(db.session)]}
 
 
 @bp.route("/clients/<string:client_uuid>")
@@ -81,7 +83,7 @@ def client_detail(client_uuid: str):
     client = db.session.get(Client, known_client_id(client_uuid))
     if client is None:
         abort(404, message=f"no client {client_uuid}")
-    return {**_summary(client), "health": client.health,
+    return {**client_json(client), "health": client.health,
             "firstSeenAt": client.first_seen_at.isoformat()}
 
 
@@ -109,7 +111,7 @@ def clear_service_failed(client_uuid: str):
         abort(404 if isinstance(exc, UnknownClient) else 409, message=str(exc))
     db.session.commit()
     cleared = clear_retained_service_failed(current_settings(), client_uuid)
-    return {"client": _summary(client), "retainedCleared": cleared}
+    return {"client": client_json(client), "retainedCleared": cleared}
 
 
 @bp.route("/monitoring/overview")

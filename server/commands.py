@@ -13,6 +13,7 @@ from flask import jsonify, make_response
 from flask_smorest import Blueprint, abort
 
 from core import commands
+from core.capabilities import ActionNotSupported
 from core.clock import utc_now
 from core.commands import (
     CommandError,
@@ -46,6 +47,7 @@ def command_json(command: ClientCommand, *, with_history: bool = False) -> dict[
         "completedAt": iso(command.completed_at), "failedAt": iso(command.failed_at),
         "finishedAt": iso(command.finished_at), "completionDueAt": iso(command.completion_due_at),
         "errorCode": command.error_code, "errorMessage": command.error_message,
+        "groupId": command.group_id, "held": command.held,
     }
     if with_history:
         body["history"] = [
@@ -63,15 +65,11 @@ def issue_as(principal: Principal, client_uuid: str, action: str, reason: str,
              force: bool = False) -> ClientCommand:
     """Issue a command for `principal`, audit it (refusals too), commit and publish it.
 
-    Shared by the API and the panels' confirmation form. Raises NeedsAdmin, UnknownClient
-    or CommandLocked (after auditing the refusal).
+    Shared by the API and the panels' confirmation form. Raises NeedsAdmin, UnknownClient,
+    ActionNotSupported or CommandLocked (after auditing the refusal).
     """
     now = utc_now()
-    if (action in commands.ADMIN_ONLY_ACTIONS or force) and not role_at_least(
-            principal.role, "admin"):
-        why = f"{'force' if force else action} needs the admin role"
-        _audit_refusal(principal.name, client_uuid, action, why)
-        raise NeedsAdmin(why)
+    check_role(principal, client_uuid, action, force)
     try:
         command = commands.issue_command(
             db.session, now, CommandPolicy.from_settings(current_settings()),
@@ -81,16 +79,30 @@ def issue_as(principal: Principal, client_uuid: str, action: str, reason: str,
     except UnknownClient:
         db.session.rollback()
         raise
-    except CommandLocked as exc:
+    except (ActionNotSupported, CommandLocked) as exc:
         db.session.rollback()
-        _audit_refusal(principal.name, client_uuid, action, str(exc),
-                       blockingCommandId=exc.blocking_id)
+        _audit_refusal(principal.name, client_uuid, action, str(exc), **refusal_details(exc))
         raise
     audit(db.session, now, principal.name, "command_issued", client_uuid,
           commandId=command.id, commandAction=action, reason=reason, forced=force)
     db.session.commit()
     command_dispatcher().dispatch(command)
     return command
+
+
+def check_role(principal: Principal, target: str, action: str, force: bool = False) -> None:
+    """shutdown_host and force are for admins; a refusal is audited."""
+    if (action in commands.ADMIN_ONLY_ACTIONS or force) and not role_at_least(
+            principal.role, "admin"):
+        why = f"{'force' if force else action} needs the admin role"
+        _audit_refusal(principal.name, target, action, why)
+        raise NeedsAdmin(why)
+
+
+def refusal_details(exc: ActionNotSupported | CommandLocked) -> dict[str, Any]:
+    if isinstance(exc, CommandLocked):
+        return {"blockingCommandId": exc.blocking_id}
+    return {"supportedActions": exc.supported}
 
 
 def _locked(exc: CommandLocked):
@@ -110,6 +122,8 @@ def _issue(client_uuid: str, action: str, reason: str, force: bool):
         abort(403, message=str(exc))
     except UnknownClient as exc:
         abort(404, message=str(exc))
+    except ActionNotSupported as exc:
+        abort(422, message=str(exc))
     except CommandLocked as exc:
         return _locked(exc)
     return {"command": command_json(command)}
@@ -126,9 +140,10 @@ def _audit_refusal(actor: str, client_uuid: str, action: str, why: str, **detail
 @bp.arguments(schemas.CommandRequestSchema)
 @bp.response(202, schemas.CommandEnvelopeSchema)
 @bp.alt_response(409, schema=schemas.LockedSchema, description="locked out; see Retry-After")
+@bp.alt_response(422, description="the client does not support the action (supportedActions)")
 def issue(args, client_uuid: str):
     """Issue a command. Operators may restart_app and reboot_host; shutdown_host and force
-    are for admins."""
+    are for admins. An action the client does not support is refused (422) unless forced."""
     return _issue(client_uuid, args["action"], args["reason"], args["force"])
 
 

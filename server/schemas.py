@@ -15,6 +15,8 @@ NO_NUL = validate.Regexp(r"^[^\x00]*$", error="must not contain NUL characters")
 CLIENT_ID = validate.Regexp(CLIENT_ID_RE.pattern, error="must be a client uuid")
 
 
+MAX_ID = 2**31 - 1  # group ids are 32-bit integers
+
 # Far beyond any real list; keeps OFFSET within the 64-bit integers databases accept.
 MAX_PAGE = 1_000_000
 
@@ -27,6 +29,7 @@ class PageArgs(Schema):
 class ClientListArgs(PageArgs):
     status = fields.String(validate=validate.OneOf(["alive", "stale", "down"]))
     search = fields.String(validate=[validate.Length(min=1, max=100), NO_NUL])
+    groupId = fields.Integer(validate=validate.Range(min=1, max=MAX_ID))
     sort = fields.String(load_default="hostname", validate=validate.OneOf(list(SORTS)))
 
 
@@ -53,12 +56,33 @@ class ServiceFailedSchema(Schema):
     acknowledgedBy = fields.String(allow_none=True)
 
 
+ACTIONS = ["reboot_host", "shutdown_host", "restart_app"]
+ACTION_LIST = fields.List(fields.String(validate=validate.OneOf(ACTIONS)),
+                          validate=validate.Length(max=len(ACTIONS)), allow_none=True)
+
+
+class PowerStateSchema(Schema):
+    appliedState = fields.String(metadata={"enum": ["on", "off"]})
+    source = fields.String(allow_none=True, metadata={
+        "description": "mqtt_intent or local_fallback, as the screen reported"})
+    result = fields.String(metadata={"enum": ["ok", "skipped", "error"]})
+    detail = fields.String(allow_none=True)
+    reportedAt = fields.String(allow_none=True)
+
+
 class ClientSchema(Schema):
     uuid = fields.String()
     hostname = fields.String(allow_none=True)
     ip = fields.String(allow_none=True)
     softwareVersion = fields.String(allow_none=True)
-    groupId = fields.String(allow_none=True)
+    groupId = fields.Integer(allow_none=True, metadata={"description": "the group staff set"})
+    groupName = fields.String(allow_none=True)
+    reportedGroupId = fields.String(allow_none=True, metadata={
+        "description": "the group the screen named in discovery; never overrides groupId"})
+    supportedActions = fields.List(fields.String(validate=validate.OneOf(ACTIONS)))
+    supportedActionsSource = fields.String(metadata={
+        "enum": ["admin", "group", "discovery", "learned", "default"]})
+    powerState = fields.Nested(PowerStateSchema, allow_none=True)
     status = fields.String(metadata={"enum": ["alive", "stale", "down"]})
     lastSeenAt = fields.String(allow_none=True)
     lastSeenSecondsAgo = fields.Float()
@@ -152,8 +176,7 @@ class EventPageSchema(PagedSchema):
 
 
 class CommandRequestSchema(Schema):
-    action = fields.String(required=True,
-                           validate=validate.OneOf(["reboot_host", "shutdown_host", "restart_app"]))
+    action = fields.String(required=True, validate=validate.OneOf(ACTIONS))
     reason = fields.String(required=True, validate=[validate.Length(min=1, max=500), NO_NUL])
     force = fields.Boolean(load_default=False, metadata={
         "description": "admin only: issue despite the lockout (audited)"})
@@ -194,6 +217,10 @@ class CommandSchema(Schema):
     completionDueAt = fields.String(allow_none=True)
     errorCode = fields.String(allow_none=True)
     errorMessage = fields.String(allow_none=True)
+    groupId = fields.Integer(allow_none=True, metadata={
+        "description": "issued through this group's command"})
+    held = fields.Boolean(metadata={
+        "description": "a group command waiting (queued) for its turn"})
     history = fields.List(fields.Nested(TransitionSchema))
 
 
@@ -210,3 +237,70 @@ class LockedSchema(Schema):
     message = fields.String()
     retryAfter = fields.Integer()
     blockingCommand = fields.Dict()
+
+
+class GroupSchema(Schema):
+    id = fields.Integer()
+    name = fields.String()
+    description = fields.String(allow_none=True)
+    supportedActions = ACTION_LIST
+    members = fields.Integer()
+    createdAt = fields.String()
+
+
+class GroupListSchema(Schema):
+    items = fields.List(fields.Nested(GroupSchema))
+
+
+class GroupEnvelopeSchema(Schema):
+    group = fields.Nested(GroupSchema)
+
+
+GROUP_NAME = [validate.Length(min=1, max=64), NO_NUL]
+GROUP_DESCRIPTION = [validate.Length(max=500), NO_NUL]
+
+
+class GroupCreateSchema(Schema):
+    name = fields.String(required=True, validate=GROUP_NAME)
+    description = fields.String(load_default=None, allow_none=True, validate=GROUP_DESCRIPTION)
+    supportedActions = fields.List(
+        fields.String(validate=validate.OneOf(ACTIONS)), load_default=None, allow_none=True,
+        metadata={"description": "an admin's setting for every member without its own"})
+
+
+class GroupPatchSchema(Schema):
+    name = fields.String(validate=GROUP_NAME)
+    description = fields.String(allow_none=True, validate=GROUP_DESCRIPTION)
+    supportedActions = ACTION_LIST
+
+
+class GroupAssignmentSchema(Schema):
+    groupId = fields.Integer(required=True, allow_none=True,
+                             validate=validate.Range(min=1, max=MAX_ID))
+
+
+class SupportedActionsSchema(Schema):
+    supportedActions = fields.List(
+        fields.String(validate=validate.OneOf(ACTIONS)), required=True, allow_none=True,
+        metadata={"description": "null: back to the group's setting, discovery or default"})
+
+
+class GroupCommandRequestSchema(Schema):
+    action = fields.String(required=True, validate=validate.OneOf(ACTIONS))
+    reason = fields.String(required=True, validate=[validate.Length(min=1, max=500), NO_NUL])
+
+
+class GroupCommandRefusalSchema(Schema):
+    clientUuid = fields.String()
+    hostname = fields.String(allow_none=True)
+    code = fields.String(metadata={"enum": ["unsupported_action", "locked"]})
+    message = fields.String()
+    retryAfter = fields.Integer(allow_none=True)
+
+
+class GroupCommandResultSchema(Schema):
+    groupId = fields.Integer()
+    action = fields.String()
+    maxParallel = fields.Integer()
+    issued = fields.List(fields.Nested(CommandSchema))
+    refused = fields.List(fields.Nested(GroupCommandRefusalSchema))

@@ -15,6 +15,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from sqlalchemy import select
 
 from core.activity import activity_timeline
+from core.capabilities import ActionNotSupported
 from core.clock import utc_now
 from core.commands import ADMIN_ONLY_ACTIONS, CommandLocked, client_commands
 from core.contract import CLIENT_ID_RE
@@ -185,7 +186,7 @@ def issue_command(client_uuid: str, action: str):
     name = client.hostname or client.uuid
     try:
         issue_as(current_principal(), client.uuid, action, _form_reason())
-    except (NeedsAdmin, UnknownClient, CommandLocked) as exc:
+    except (NeedsAdmin, UnknownClient, ActionNotSupported, CommandLocked) as exc:
         flash(f"{power.label} not sent: {exc}", "error")
     else:
         flash(f"{power.label} sent to {name}.", "notice")

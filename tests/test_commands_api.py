@@ -38,12 +38,17 @@ def app(db, broker):
     stop_dispatcher(app)
 
 
-@pytest.fixture
-def auth(db):
+def tokens(db) -> dict[str, dict[str, str]]:
+    """An Authorization header per role."""
     with db.sessions() as session, session.begin():
         return {role: {"Authorization": "Bearer " + create_token(
             session, f"script-{role}", role, now=utc_now(), actor="test")}
             for role in ("viewer", "operator", "admin")}
+
+
+@pytest.fixture
+def auth(db):
+    return tokens(db)
 
 
 @pytest.fixture

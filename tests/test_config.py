@@ -179,3 +179,10 @@ def test_it_rejects_insecure_tls_in_production(tmp_path):
 def test_it_rejects_invalid_tls_and_broker_settings(tmp_path, name, value):
     with pytest.raises(ConfigError, match=name):
         load({name: value}, tmp_path)
+
+
+def test_default_supported_actions_are_read_as_a_list_and_unknown_names_refused(tmp_path):
+    settings = load({"DEFAULT_SUPPORTED_ACTIONS": "shutdown_host, reboot_host"}, tmp_path)
+    assert settings.default_supported_actions == ("reboot_host", "shutdown_host")
+    with pytest.raises(ConfigError, match="DEFAULT_SUPPORTED_ACTIONS.*unknown action 'dance'"):
+        load({"DEFAULT_SUPPORTED_ACTIONS": "reboot_host,dance"}, tmp_path)
