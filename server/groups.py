@@ -20,7 +20,7 @@ from server import schemas
 from server.api import client_json, known_client_id
 from server.auth import current_principal, require_role
 from server.commands import NeedsAdmin, check_role, command_json, refusal_details
-from server.dispatch import command_dispatcher
+from server.dispatch import command_dispatcher, publish_pending_assignments
 from server.extensions import current_settings, db
 
 bp = Blueprint("groups", __name__, url_prefix="/api",
@@ -99,7 +99,7 @@ def group_delete(group_id: int):
     _group(group_id)
     groups.delete_group(db.session, utc_now(), group_id, current_principal().name)
     db.session.commit()
-    _publish_pending()
+    publish_pending_assignments()
     return ""
 
 
@@ -119,7 +119,7 @@ def client_group(args, client_uuid: str):
         db.session.rollback()
         abort(422, message=str(exc))
     db.session.commit()
-    _publish_pending()
+    publish_pending_assignments()
     return client_json(client)
 
 
@@ -137,19 +137,6 @@ def client_capabilities(args, client_uuid: str):
         abort(404, message=str(exc))
     db.session.commit()
     return client_json(client)
-
-
-def _publish_pending() -> None:
-    """Publish the assignments this request made; what the broker does not take now, the
-    scheduler publishes later."""
-    dispatcher = command_dispatcher()
-    if not dispatcher.publisher.connected:
-        return  # claim nothing: the scheduler publishes them once the broker is back
-    due = groups.assignments_to_publish(db.session, utc_now(),
-                                        retry_after=current_settings().command_redispatch_seconds)
-    db.session.commit()
-    for client_uuid, group_id in due:
-        dispatcher.publish_group(client_uuid, group_id)
 
 
 @bp.route("/groups/<int:group_id>/commands", methods=["POST"])

@@ -15,11 +15,12 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from sqlalchemy import select
 
 from core.activity import activity_timeline
-from core.capabilities import ActionNotSupported
+from core.capabilities import ActionNotSupported, supported_actions
 from core.clock import utc_now
 from core.commands import ADMIN_ONLY_ACTIONS, CommandLocked, client_commands
 from core.contract import CLIENT_ID_RE
 from core.fleet import (
+    FleetError,
     UnknownClient,
     age_text,
     client_page,
@@ -27,6 +28,7 @@ from core.fleet import (
     event_page,
     fleet_overview,
 )
+from core.groups import assign_group, list_groups
 from core.liveness import liveness
 from core.models import Client, ClientLog
 from core.staff import role_at_least
@@ -34,6 +36,7 @@ from server import schemas
 from server.auth import current_principal, require_role
 from server.charts import activity_chart
 from server.commands import NeedsAdmin, issue_as
+from server.dispatch import publish_pending_assignments
 from server.extensions import current_settings, db
 
 bp = Blueprint("web", __name__)
@@ -77,7 +80,8 @@ def _query_args(schema) -> dict:
 
 
 def _fleet_filters() -> dict:
-    return _query_args(schemas.ClientListArgs(only=("status", "search", "sort", "page")))
+    return _query_args(schemas.ClientListArgs(only=("status", "search", "groupId", "sort",
+                                                    "page")))
 
 
 @bp.get("/")
@@ -87,9 +91,10 @@ def home():
     now = utc_now()
     args = _fleet_filters()
     status, search, sort, page = args.get("status"), args.get("search"), args["sort"], args["page"]
+    group_id = args.get("groupId")
     total, clients = client_page(db.session, now, s.heartbeat_stale_seconds,
                                  s.heartbeat_down_seconds, status=status, search=search,
-                                 sort=sort, page=page, per_page=PER_PAGE)
+                                 group_id=group_id, sort=sort, page=page, per_page=PER_PAGE)
     rows = [
         {"client": c, "status": liveness(c.last_seen_at, now, s.heartbeat_stale_seconds,
                                          s.heartbeat_down_seconds),
@@ -103,7 +108,9 @@ def home():
                                   s.heartbeat_down_seconds),
             crashed=crashed_clients(db.session, now, s.heartbeat_stale_seconds),
             rows=rows, total=total, page=page, pages=max(1, -(-total // PER_PAGE)),
-            filters={"status": status or "", "search": search or "", "sort": sort},
+            groups=[g for g, _ in list_groups(db.session)],
+            filters={"status": status or "", "search": search or "", "groupId": group_id or "",
+                     "sort": sort},
         ),
     )
 
@@ -126,12 +133,14 @@ def client_detail(client_uuid: str):
     _, events = event_page(db.session, client_uuid=client_uuid, per_page=50)
     timeline = activity_timeline(db.session, client_uuid, now)
     commands, _ = client_commands(db.session, client_uuid, limit=20)
+    supported, supported_from = supported_actions(client, s.default_supported_actions)
     return render_template(
         "client.html",
         **_page_context(
             client=client, logs=logs, events=events, chart=activity_chart(timeline),
             commands=commands, is_admin=role_at_least(current_principal().role, "admin"),
-            power_actions=POWER_ACTIONS,
+            power_actions=POWER_ACTIONS, supported=supported, supported_from=supported_from,
+            groups=[g for g, _ in list_groups(db.session)],
             status=liveness(client.last_seen_at, now, s.heartbeat_stale_seconds,
                             s.heartbeat_down_seconds),
             seen=age_text((now - client.last_seen_at).total_seconds()),
@@ -191,3 +200,27 @@ def issue_command(client_uuid: str, action: str):
     else:
         flash(f"{power.label} sent to {name}.", "notice")
     return redirect(url_for("web.client_detail", client_uuid=client.uuid, _anchor="commands"))
+
+
+@bp.post("/clients/<string:client_uuid>/group")
+@require_role("operator", page=True)
+def set_group(client_uuid: str):
+    """The client page's group form: put the screen in a group, or in none."""
+    client = _client_or_404(client_uuid)
+    given = request.form.get("group_id", "")
+    try:
+        group_id = int(given) if given else None
+        if group_id is not None and not 1 <= group_id <= schemas.MAX_ID:
+            raise ValueError
+    except ValueError:
+        abort(400, description="group_id: not a group id")
+    try:
+        assign_group(db.session, utc_now(), client.uuid, group_id, current_principal().name)
+    except FleetError as exc:
+        db.session.rollback()
+        flash(f"Group not changed: {exc}", "error")
+    else:
+        db.session.commit()
+        publish_pending_assignments()
+        flash("Group changed; the screen is told on its group_id topic.", "notice")
+    return redirect(url_for("web.client_detail", client_uuid=client.uuid))

@@ -61,7 +61,7 @@ def test_the_client_page_links_to_confirmations_and_sends_nothing_itself(app, sc
     page = signed_in(app, "operator").get(f"/clients/{screen}").get_data(as_text=True)
     for action in ("restart_app", "reboot_host"):
         assert f'href="/clients/{screen}/commands/{action}"' in page
-    assert "shutdown_host" not in page  # admins only
+    assert "commands/shutdown_host" not in page  # admins only
 
 
 @pytest.mark.parametrize("action, label, question", [
@@ -139,3 +139,37 @@ def test_unknown_screens_and_actions_are_404(app, screen):
     assert client.get(f"/clients/{screen}/commands/format_disk").status_code == 404
     missing = "00000000-0000-4000-8000-000000000000"
     assert client.get(f"/clients/{missing}/commands/reboot_host").status_code == 404
+
+
+def test_the_client_page_shows_what_the_screen_can_do_its_tv_and_its_group(app, db, screen):
+    from core.models import Group
+
+    with db.sessions() as session, session.begin():
+        session.add(Group(id=4, name="Entrance", created_at=utc_now()))
+        client = session.get(Client, screen)
+        client.unsupported_actions = ["restart_app"]
+        client.power_state = {"appliedState": "off", "source": "local_fallback",
+                              "result": "error", "detail": "<b>no CEC</b>", "reportedAt": None}
+        client.reported_group_id = "hall-3"
+    operator = signed_in(app, "operator")
+    page = operator.get(f"/clients/{screen}").get_data(as_text=True)
+    assert "commands/restart_app" not in page and "commands/reboot_host" in page
+    assert "reboot_host, shutdown_host" in page and "(from learned)" in page
+    assert "off (standby)" in page and "&lt;b&gt;no CEC&lt;/b&gt;" in page
+    assert "the screen reports hall-3" in page
+    form = operator.get(f"/clients/{screen}")
+    moved = operator.post(f"/clients/{screen}/group",
+                          data={"group_id": "4", "csrf_token": csrf_token(form)})
+    assert moved.status_code == 302
+    with db.sessions() as session:
+        assert session.get(Client, screen).group_id == 4
+    fleet = operator.get("/?groupId=4").get_data(as_text=True)
+    assert "<td>Entrance</td>" in fleet and "1 screens" in fleet
+    assert "No screens match." in operator.get("/?groupId=5").get_data(as_text=True)
+    bad = operator.post(f"/clients/{screen}/group",
+                        data={"group_id": "x", "csrf_token": csrf_token(form)})
+    assert bad.status_code == 400
+    viewer = signed_in(app, "viewer")
+    assert "Set group" not in viewer.get(f"/clients/{screen}").get_data(as_text=True)
+    assert viewer.post(f"/clients/{screen}/group", data={"group_id": ""}).status_code in (
+        400, 403)
