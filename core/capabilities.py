@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from core.contract import COMMAND_ACTIONS, FROZEN_V1_ACTIONS
 from core.events import new_event
-from core.models import Client, ClientCommand
+from core.models import Client, ClientCommand, CommandLock
 
 ADMIN = "admin"
 GROUP = "group"
@@ -87,6 +88,10 @@ def learn_from_failure(session: Session, command: ClientCommand, at: datetime) -
     if client is None or command.action in (client.unsupported_actions or []):
         return
     client.unsupported_actions = ordered([*(client.unsupported_actions or []), command.action])
+    # The device did nothing: the refused command must not lock the client out of the one
+    # it can do (auto-recovery's reboot_host comes next).
+    session.execute(delete(CommandLock).where(CommandLock.client_uuid == client.uuid,
+                                              CommandLock.command_id == command.id))
     session.add(new_event(
         "capability_learned", "info", at, client.uuid, action=command.action,
         errorCode=command.error_code, commandId=command.id,

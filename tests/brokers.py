@@ -84,6 +84,12 @@ class TestBroker:
         self.stop()
         self.start()
 
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto re-reads its configuration, password file, ACL and its listeners'
+        certificate and key files."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGHUP)
+
     def accepts_connections(self) -> bool:
         client = self.client(self.server, "probe-" + uuid.uuid4().hex[:8])
         try:
@@ -170,12 +176,6 @@ class TlsTestBroker(TestBroker):
             client.username_pw_set(login.username, login.password)
         client.tls_set_context(context or self.client_context())
         return client
-
-    def reload(self) -> None:
-        """SIGHUP: Mosquitto re-reads its configuration, password file, ACL and its listeners'
-        certificate and key files."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGHUP)
 
 
 def _connack_ok(client: mqtt.Client) -> bool:

@@ -324,6 +324,8 @@ def test_a_failed_ack_teaches_what_the_client_cannot_do(fleet, code, action, lea
     assert (action not in can) is learned
     assert source == ("learned" if learned else "default")
     assert [e.details["action"] for e in taught] == ([action] if learned else [])
+    # The device did nothing: a refusal of what it cannot do does not hold the lockout.
+    assert (count(fleet, CommandLock) == 0) is learned
 
 
 def test_capability_sources_go_strongest_first(fleet):
