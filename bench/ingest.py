@@ -14,6 +14,13 @@ when the machine is saturated) that the pipeline kept up with. Latency is measur
 by probes: 20 heartbeats a second for dedicated client ids, published on their own
 connection into the same stream; a poller sees each commit in the database (every 5 ms).
 
+With --mix deployed the stream is what a fleet of deployed Infoscreen 2025 clients sends: per
+screen a health report every 5 s (their shape: expected_state, actual_state, health_metrics,
+broker_connection, no top-level timestamp) and a heartbeat every 30 s, so six health reports
+to one heartbeat; the report converts the rate into screens (one screen is 0.233 messages/s).
+The deployed clients publish health at QoS 0; here it is QoS 1 like everything else, because
+"no loss" can only be checked against the broker's PUBACKs, and QoS 1 is the harder case.
+
 With --tls the comparison is the listener over TLS against the same listener over plain TCP,
 both in the same run with the same steps: first against the plain broker, then against a
 second throwaway broker with a TLS listener only (the listener verifies it against our CA,
@@ -61,6 +68,11 @@ RATES = "2000,5000,7500,10000,12500,15000,17500,20000"
 # TLS / plain is not decided by the step size alone.
 TLS_RATES = "2000,5000,8000,10000,11000,12000,13000,14000,16000"
 TLS_BUDGET = 0.8
+# Messages per kind per screen of each mix, and what one screen sends per second.
+MIXES = {
+    "heartbeat": (("heartbeat",), None),
+    "deployed": (("health-2025",) * 6 + ("heartbeat",), 1 / 5 + 1 / 30),
+}
 
 
 @dataclass
@@ -214,7 +226,7 @@ def run_step(pipeline: Pipeline, broker: TestBroker, probes: Probes, ids: list[s
     load = run_load(broker.host, broker.port, broker.simulator.username,
                     broker.simulator.password, prefix="infoscreen", client_ids=ids, rate=rate,
                     duration=args.step_seconds, qos=1, connections=args.connections,
-                    tls=load_tls(broker))
+                    kinds=MIXES[args.mix][0], tls=load_tls(broker))
     ended = time.monotonic()
     stop.set()
     prober.join()
@@ -288,9 +300,11 @@ def report(results: dict[str, PipelineResult], args: argparse.Namespace, command
     reference, listener = results["reference"], results["listener"]
     ratio = listener.max_sustained / reference.max_sustained if reference.max_sustained else None
     at_5000 = listener.at(5000)
+    per_screen = MIXES[args.mix][1]
     summary = {
         **run_facts(command),
         "database": args.database,
+        "mix": args.mix,
         "clients": args.clients,
         "step_seconds": args.step_seconds,
         "listener_max_sustained_per_s": listener.max_sustained,
@@ -304,6 +318,12 @@ def report(results: dict[str, PipelineResult], args: argparse.Namespace, command
     print(f"listener:  highest rate sustained with no loss {listener.max_sustained}/s")
     print(f"reference: highest rate sustained with no loss {reference.max_sustained}/s")
     print(f"ratio listener/reference: {summary['ratio']}")
+    if per_screen:
+        summary["per_screen_per_s"] = round(per_screen, 3)
+        summary["listener_screens_at_max"] = int(listener.max_sustained / per_screen)
+        summary["reference_screens_at_max"] = int(reference.max_sustained / per_screen)
+        print(f"deployed screens (health every 5 s, heartbeat every 30 s) the listener carries: "
+              f"{summary['listener_screens_at_max']:,}")
     if at_5000:
         print(f"listener at 5000/s: p50 {at_5000.p50_ms} ms, p99 {at_5000.p99_ms} ms "
               "(publish to commit)")
@@ -347,6 +367,8 @@ def report_tls(results: dict[str, PipelineResult], args: argparse.Namespace,
 def record(summary: dict) -> Path:
     stamp = datetime.now(UTC).strftime("%Y-%m-%d")
     kind = "ingest-tls" if summary.get("tls") else "ingest"
+    if summary.get("mix", "heartbeat") != "heartbeat":
+        kind += f"-{summary['mix']}"
     path = ROOT / "bench" / "results" / f"{kind}-{summary['database']}-{stamp}.json"
     path.write_text(json.dumps(summary, indent=2) + "\n")
     return path
@@ -372,11 +394,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="run every rate even after one was not sustained")
     parser.add_argument("--only", choices=("listener", "reference"),
                         help="measure one pipeline only (no ratio)")
+    parser.add_argument("--mix", choices=tuple(MIXES), default="heartbeat",
+                        help="heartbeat: heartbeats only; deployed: the deployed clients' mix, "
+                        "six health reports (their shape) to one heartbeat")
     parser.add_argument("--tls", action="store_true",
                         help="measure the listener over plain TCP and over TLS in the same run "
                         "(two brokers) and report TLS / plain; the reference is not run")
     parser.add_argument("--record", action="store_true", help="write bench/results/ "
-                        "(ingest-<database>-<date>.json; with --tls ingest-tls-...)")
+                        "(ingest-<database>-<date>.json; with --tls ingest-tls-..., with "
+                        "--mix deployed ingest-deployed-...)")
     args = parser.parse_args(argv)
     if args.tls and args.only:
         parser.error("--tls measures the listener twice (plain and TLS); drop --only")

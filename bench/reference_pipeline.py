@@ -50,7 +50,8 @@ def connect_database(url: str):
 
 def on_connect(client, _userdata, _flags, reason_code, _properties):
     if not reason_code.is_failure:
-        client.subscribe(f"{os.environ.get('MQTT_TOPIC_PREFIX', 'infoscreen')}/+/heartbeat", qos=1)
+        prefix = os.environ.get("MQTT_TOPIC_PREFIX", "infoscreen")
+        client.subscribe([(f"{prefix}/+/heartbeat", 1), (f"{prefix}/+/health", 1)])
 
 
 def on_message(_client, _userdata, msg):

@@ -31,7 +31,8 @@ from core.contract import device_topic
 
 log = logging.getLogger(__name__)
 
-KINDS = ("heartbeat", "health")
+# health-2025: a health report as the deployed Infoscreen 2025 clients send it.
+KINDS = ("heartbeat", "health", "health-2025")
 SLICE_SECONDS = 0.005
 MAX_BURST_SLICES = 4  # behind schedule, catch up by at most this many slices per write
 DEFAULT_WINDOW = 1000
@@ -145,6 +146,16 @@ def payload_template(kind: str) -> bytes:
     if kind == "health":
         document["process_status"] = "running"
         document["broker_connection"] = {"reconnect_count": 0, "last_disconnect_at": None}
+    elif kind == "health-2025":  # no top-level timestamp: the time goes in last_disconnect_at
+        document = {
+            "expected_state": {"event_id": 1042, "event_type": "presentation",
+                               "process": "chromium"},
+            "actual_state": {"process_status": "running", "current_process": "chromium",
+                             "process_pid": 1234, "restart_count": 0},
+            "health_metrics": {"cpu_percent": 12.5, "memory_percent": 41.0,
+                               "temperature_c": 52.3, "disk_free_mb": 10240},
+            "broker_connection": {"reconnect_count": 2, "last_disconnect_at": TIMESTAMP_HOLE},
+        }
     elif kind != "heartbeat":
         raise ValueError(f"unknown load kind {kind!r}; choose from {', '.join(KINDS)}")
     return json.dumps(document, separators=(",", ":")).encode()
@@ -172,6 +183,10 @@ def publish_template(topic: str, kind: str, qos: int) -> PublishTemplate:
     remaining += len(after)
     head = bytes([0x30 | qos << 1]) + encode_varint(remaining) + topic_field
     return PublishTemplate(head, b"\x00" + before, after, qos)
+
+
+def topic_of(kind: str) -> str:
+    return "health" if kind == "health-2025" else kind
 
 
 def format_timestamp() -> bytes:
@@ -288,7 +303,7 @@ class Publisher:
         self.keepalive = keepalive
         self.stats = ConnectionStats()
         self.templates = [
-            publish_template(device_topic(plan.prefix, client_id, kind), kind, plan.qos)
+            publish_template(device_topic(plan.prefix, client_id, topic_of(kind)), kind, plan.qos)
             for client_id in plan.client_ids
             for kind in plan.kinds
         ]
