@@ -32,10 +32,13 @@ from mosquitto import certs
 from mosquitto.accounts import AccountStore, generate_password
 from mosquitto.config import BrokerConfig, Listener, tls_files, write_config
 from simulator.cli import read_credentials, write_credentials
+from simulator.profiles import describe, parse_mix, profiles_for
 
 VAR = Path("var")
 DEV_ENV = VAR / "dev.env"
 SIM_CREDENTIALS = VAR / "simulator-devices.json"
+# Both client generations side by side: 6 and 4 of the default 10 screens, in proportion else.
+SIM_PROFILE_MIX = "reference=6,infoscreen-2025=4"
 MOSQUITTO_HINT = "sudo apt-get install -y mosquitto mosquitto-clients"
 BROKER_NAMES = ("localhost",)
 BROKER_ADDRESSES = ("127.0.0.1", "::1")
@@ -211,13 +214,19 @@ def banner(values: dict[str, str], clients: int, conf: Path) -> str:
             f"  web        {url}  ({url}/healthz)",
             f"  admin      {values['INFOSCREEN_ADMIN_USER']} / "
             f"{values['INFOSCREEN_ADMIN_PASSWORD']}  (staff sign-in)",
-            f"  simulator  {clients} screens" if clients else "  simulator  off",
+            f"  simulator  {clients} screens ({sim_profiles(clients)})" if clients
+            else "  simulator  off",
             f"  settings   {DEV_ENV}  (in a shell: set -a; . {DEV_ENV}; set +a)",
             "  try        .venv/bin/infoscreen clients",
             "Ctrl-C stops everything.",
             "",
         ]
     )
+
+
+def sim_profiles(clients: int) -> str:
+    """`6 reference, 4 infoscreen-2025`: what the simulator runs for `clients` screens."""
+    return describe(profiles_for(parse_mix(SIM_PROFILE_MIX), 0, clients))
 
 
 def run_dev(settings: Settings, args: argparse.Namespace) -> int:
@@ -255,6 +264,7 @@ def run_dev(settings: Settings, args: argparse.Namespace) -> int:
         # The simulated screens are devices: they log in on the devices' listener.
         add("simulator",
             f"{me} simulate --clients {clients} --credentials {SIM_CREDENTIALS} "
+            f"--profile-mix {SIM_PROFILE_MIX} "
             "--heartbeat-interval 10 --health-interval 20 --discovery-interval 30 "
             "--service-failed-rate 0.01",
             MQTT_PORT=values["DEVICE_MQTT_PORT"])

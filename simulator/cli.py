@@ -1,7 +1,8 @@
 """`infoscreen simulate`: run a simulated fleet of devices, or generate benchmark load.
 
 Fleet mode (default) logs in every device with its own broker account, read from a credentials
-file (`--provision` creates the missing ones). Load mode (`--load RATE`) publishes heartbeats
+file (`--provision` creates the missing ones); `--profile` or `--profile-mix` picks the client
+generation each device speaks (simulator.profiles). Load mode (`--load RATE`) publishes heartbeats
 for many client ids over a few raw connections as a `simulator`-role account and prints one
 JSON line with the result.
 """
@@ -18,6 +19,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import time
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +27,11 @@ from core.config import Settings
 from core.contract import CLIENT_ID_RE
 from core.files import write_private
 from mosquitto.accounts import AccountStore, generate_password, reload_broker
-from simulator.device import DeviceOptions
+from simulator.device import REFERENCE, DeviceOptions
 from simulator.fleet import run_fleet_processes
 from simulator.loadgen import LoadError, TlsOptions, client_ids, run_load
+from simulator.profiles import PROFILES, parse_mix
+from simulator.tv import format_standby, parse_standby
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,20 @@ def _probability(text: str) -> float:
     return value
 
 
+def _profile_mix(text: str) -> tuple[tuple[str, int], ...]:
+    try:
+        return parse_mix(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _standby(text: str) -> tuple[time, time]:
+    try:
+        return parse_standby(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     fleet = parser.add_argument_group(
         "device fleet (default mode)",
@@ -70,7 +88,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "once, execution_started, then completed or failed. restart_app takes 1-3 s; "
         "reboot_host drops the connection, comes back 10-90 s later and then reports "
         "completed; shutdown_host reports completed and stays offline for the rest of the run. "
-        "A command past its expires_at is dropped without an ack.",
+        "A command past its expires_at is dropped without an ack. "
+        "Each device speaks one profile: reference (the documented contract) or "
+        "infoscreen-2025 (the deployed clients: health every 5 s in their own shape, acks "
+        "that always carry error_code and error_message, only reboot_host and shutdown_host, "
+        "TV power reports on power/state, and the retained group_id read).",
     )
     fleet.add_argument(
         "--clients",
@@ -78,6 +100,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=10,
         metavar="N",
         help="number of devices to simulate (default: %(default)s)",
+    )
+    profile = fleet.add_mutually_exclusive_group()
+    profile.add_argument(
+        "--profile",
+        choices=tuple(PROFILES),
+        default=None,  # not "reference": argparse lets a default value pass --profile-mix
+        help=f"the profile of every device (default: {REFERENCE.name})",
+    )
+    profile.add_argument(
+        "--profile-mix",
+        type=_profile_mix,
+        default=None,
+        metavar="NAME=SHARE,...",
+        help="run a mix of profiles, by share, e.g. reference=6,infoscreen-2025=4: with "
+        "--clients 10, 6 and 4 devices; with other counts the same proportion, within one "
+        "device. The profiles are spread evenly over the credentials file's order, and a "
+        "device keeps its profile whatever --clients is",
     )
     fleet.add_argument(
         "--credentials",
@@ -113,7 +152,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_positive_float,
         default=60.0,
         metavar="SECONDS",
-        help="seconds between two health reports of a device (default: %(default)s)",
+        help="seconds between two health reports of a device; infoscreen-2025 devices report "
+        "every 5 s, and this interval still paces their crashes and service failures "
+        "(default: %(default)s)",
     )
     fleet.add_argument(
         "--crash-rate",
@@ -148,6 +189,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="P",
         help="probability that a command ends in failed (error_code simulated_failure) "
         "after execution_started, instead of running (default: %(default)s)",
+    )
+    fleet.add_argument(
+        "--tv-standby",
+        type=_standby,
+        default=DeviceOptions.tv_standby,
+        metavar="HH:MM-HH:MM",
+        help="infoscreen-2025: when the TV is in standby (HDMI-CEC), local time; outside it "
+        "the TV is on. A device reports its TV's state after it starts and then each change "
+        f"(default: {format_standby(DeviceOptions.tv_standby)})",
+    )
+    fleet.add_argument(
+        "--tv-timezone",
+        default=None,
+        metavar="ZONE",
+        help="infoscreen-2025: the time zone of --tv-standby, e.g. Europe/Berlin "
+        "(default: the machine's local time)",
+    )
+    fleet.add_argument(
+        "--tv-error-rate",
+        type=_probability,
+        default=0.0,
+        metavar="P",
+        help="infoscreen-2025: probability that switching the TV fails, reported with "
+        "result error (default: %(default)s)",
     )
     fleet.add_argument(
         "--processes",
@@ -252,6 +317,10 @@ def _run_fleet(settings: Settings, args: argparse.Namespace, stop: threading.Eve
             seed=args.seed,
             speed=args.speed,
             command_failure_rate=args.command_failure_rate,
+            profile_mix=args.profile_mix or ((args.profile or REFERENCE.name, 1),),
+            tv_standby=args.tv_standby,
+            tv_timezone=args.tv_timezone,
+            tv_error_rate=args.tv_error_rate,
         )
     except (CredentialsError, ValueError) as exc:
         return _fail(str(exc), EXIT_USAGE)

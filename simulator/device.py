@@ -11,6 +11,10 @@ the later steps of a command are handed to the fleet's scheduler (`Timers.call_l
 callback never waits and tests run each step without sleeping. `reboot_host` drops the
 connection (the broker publishes the will), comes back through the fleet's `Link`, and reports
 `completed` after the reconnect; `shutdown_host` stays down for the rest of the run.
+
+What differs between client generations (health shape, ack keys, the actions run, extra topics)
+is asked of the device's `Profile`; this module's `Profile` is the reference client, and
+`simulator.profiles` holds the deployed ones.
 """
 
 from __future__ import annotations
@@ -24,14 +28,18 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, ParamSpec, Protocol
+from datetime import datetime, time
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol
+from zoneinfo import ZoneInfo
 
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from core.clock import Clock, as_utc, utc_now
 from core.contract import CLIENT_ID_RE, device_topic
+
+if TYPE_CHECKING:
+    from simulator.tv import Tv
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +67,7 @@ UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
 WRONG_CLIENT = "wrong_client"  # client_uuid names another device
 UNSUPPORTED_ACTION = "unsupported_action"
 SIMULATED_FAILURE = "simulated_failure"  # DeviceOptions.command_failure_rate
+GROUP_ID = "group_id"  # the server's retained group of a device: the id as text, or empty
 
 # How long the steps of a command take, in seconds at speed 1 (DeviceOptions.speed divides them).
 START_SECONDS = (0.05, 0.25)  # accepted -> execution_started
@@ -71,6 +80,10 @@ HANDLED_COMMANDS_KEPT = 1000  # command ids remembered to spot a redelivery
 # it again after the reboot, which a rebooted host cannot): at most this many short waits.
 DRAIN_POLL_SECONDS = 0.01
 DRAIN_POLLS = 100
+
+# The player's process id after a boot; each restart of the player adds a step.
+PLAYER_PID = 1187
+PLAYER_PID_STEP = 17
 
 # Power states of the host.
 POWER_ON = "on"
@@ -194,14 +207,6 @@ class Refusal:
     error_code: str
     error_message: str
 
-    def ack(self) -> dict[str, Any]:
-        return ack_payload(
-            self.command_id,
-            "failed",
-            error_code=self.error_code,
-            error_message=self.error_message,
-        )
-
 
 def _time(value: Any) -> datetime | None:
     if not isinstance(value, str):
@@ -212,13 +217,15 @@ def _time(value: Any) -> datetime | None:
         return None
 
 
-def parse_command(payload: bytes, client_uuid: str) -> Command | Refusal | None:
+def parse_command(
+    payload: bytes, client_uuid: str, actions: tuple[str, ...] = SUPPORTED_ACTIONS
+) -> Command | Refusal | None:
     """Read a command strictly, as the deployed clients do.
 
     None: it cannot be answered at all (not a JSON object, or no valid `command_id`, so the
     server could not match an ack), and is ignored. A `Refusal` is answered with `failed` and
     a named error_code: keys missing or unknown, another schema version, another client's
-    uuid, an unsupported action, a value of the wrong type.
+    uuid, an action not in `actions`, a value of the wrong type.
     """
     try:
         body = json.loads(payload)
@@ -251,7 +258,7 @@ def parse_command(payload: bytes, client_uuid: str) -> Command | Refusal | None:
             command_id, WRONG_CLIENT, f"command is for client {str(target)[:64]!r}, not for me"
         )
     action = body["action"]
-    if action not in SUPPORTED_ACTIONS:
+    if action not in actions:
         return Refusal(command_id, UNSUPPORTED_ACTION, f"unsupported action {str(action)[:64]!r}")
     issued_at, expires_at = _time(body["issued_at"]), _time(body["expires_at"])
     if issued_at is None or expires_at is None:
@@ -293,11 +300,18 @@ class DeviceOptions:
     # heartbeat, health and discovery intervals are not.
     speed: float = 1.0
     command_failure_rate: float = 0.0  # probability that a command ends in `failed`
+    # The profiles of the fleet, (name, share) in fleet order: simulator.profiles.profiles_for.
+    profile_mix: tuple[tuple[str, int], ...] = (("reference", 1),)
+    # Profiles with a TV (simulator.tv): standby from the first time to the second, local time
+    # in tv_timezone (None: the machine's), and the probability that a switch fails.
+    tv_standby: tuple[time, time] = (time(22, 0), time(6, 0))
+    tv_timezone: str | None = None
+    tv_error_rate: float = 0.0
 
     def __post_init__(self) -> None:
         if min(self.heartbeat_interval, self.health_interval, self.discovery_interval) <= 0:
             raise ValueError("heartbeat, health and discovery intervals must be positive")
-        for name in ("crash_rate", "service_failed_rate", "command_failure_rate"):
+        for name in ("crash_rate", "service_failed_rate", "command_failure_rate", "tv_error_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} is a probability between 0 and 1, got {value!r}")
@@ -309,6 +323,19 @@ class DeviceOptions:
         low, high = self.crash_intervals
         if not 1 <= low <= high:
             raise ValueError("crash_intervals is (fewest, most) health intervals, at least 1")
+        if not self.profile_mix or any(share < 1 for _, share in self.profile_mix):
+            raise ValueError(
+                "profile_mix names at least one profile, each with a share of 1 or more"
+            )
+        if self.tv_standby[0] == self.tv_standby[1]:
+            raise ValueError("tv_standby starts and ends at the same time")
+        if self.tv_timezone is not None:
+            try:
+                ZoneInfo(self.tv_timezone)
+            except (ValueError, KeyError):  # KeyError: ZoneInfoNotFoundError
+                raise ValueError(
+                    f"tv_timezone {self.tv_timezone!r} is no known time zone"
+                ) from None
 
 
 @dataclass(frozen=True)
@@ -391,8 +418,77 @@ def guarded(callback: Callable[P, None]) -> Callable[P, None]:
     return wrapper
 
 
+@dataclass(frozen=True)
+class DeviceState:
+    """What a profile's health report reads: one snapshot, taken under the device's lock."""
+
+    index: int
+    process_status: str
+    process_pid: int | None  # None while the player is down
+    restart_count: int  # player restarts since the boot
+    reconnect_count: int
+    last_disconnect_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Periodic:
+    """Work the fleet's scheduler runs for a device every `interval` seconds."""
+
+    name: str
+    interval: float
+    run: Callable[[], None]
+
+
+class Profile:
+    """How a device speaks the contract; this one is the reference client.
+
+    The device asks its profile for its health and ack payloads, the actions it runs, the
+    topics it reads besides `commands` and whether it has a TV to report on; the device keeps
+    all state. Other profiles (simulator.profiles) override what differs.
+    """
+
+    name = "reference"
+    actions: tuple[str, ...] = SUPPORTED_ACTIONS
+    subscriptions: tuple[str, ...] = ()  # suffixes read at QoS 1 besides `commands`
+    # None: health goes out with each health tick (DeviceOptions.health_interval). Else it has
+    # a cadence of its own, while crashes and service failures keep the health tick's.
+    health_interval: float | None = None
+
+    def health(self, now: datetime, state: DeviceState, rng: random.Random) -> dict[str, Any]:
+        crashed = state.process_status == "crashed"
+        return health_payload(
+            now,
+            process_status=state.process_status,
+            cpu_percent=rng.uniform(0.2, 2.0) if crashed else rng.uniform(8, 45),
+            memory_percent=rng.uniform(25, 60),
+            reconnect_count=state.reconnect_count,
+            last_disconnect_at=state.last_disconnect_at,
+        )
+
+    def ack(
+        self,
+        command_id: str,
+        status: str,
+        *,
+        error_code: str | None = None,
+        error_message: str | None = None,
+    ) -> dict[str, Any]:
+        return ack_payload(command_id, status, error_code=error_code, error_message=error_message)
+
+    def tv(self, client_uuid: str, options: DeviceOptions, rng: random.Random) -> Tv | None:
+        """The screen's TV when this client reports its power state; None: it does not."""
+        return None
+
+    def __repr__(self) -> str:
+        return f"<profile {self.name}>"
+
+
+REFERENCE = Profile()
+
+
 class SimulatedDevice:
-    """One infoscreen: its own broker login, presence, telemetry and command handling."""
+    """One infoscreen: its own broker login, presence, telemetry and command handling, spoken
+    as its `profile` speaks them."""
 
     def __init__(
         self,
@@ -406,6 +502,7 @@ class SimulatedDevice:
         clock: Clock = utc_now,
         rng: random.Random | None = None,
         first_session: int = 1,
+        profile: Profile = REFERENCE,
     ):
         self.uuid = client_uuid
         self.client = client
@@ -414,12 +511,19 @@ class SimulatedDevice:
         self.options = options
         self.timers = timers
         self.clock = clock
+        self.profile = profile
         # Seeded per device: the same seed replays the same crashes whatever the fleet size;
-        # no seed, no replay. Commands draw from their own generator, so that they do not
-        # shift the crashes.
+        # no seed, no replay. Commands, health on a cadence of its own and the TV draw from
+        # their own generators, so that they do not shift the crashes.
         seed = None if options.seed is None else f"{options.seed}:{client_uuid}"
         self.rng = rng or random.Random(seed)
         self.command_rng = random.Random(None if seed is None else f"{seed}:commands")
+        self._health_rng = self.rng
+        if profile.health_interval is not None:
+            self._health_rng = random.Random(None if seed is None else f"{seed}:health")
+        tv_rng = random.Random(None if seed is None else f"{seed}:tv")
+        self.tv = profile.tv(client_uuid, options, tv_rng)
+        self.group_id: int | None = None  # from the retained group_id topic, once received
         # The fleet runs callbacks, periodic work and command steps on one thread; the lock
         # keeps a device correct under paho's own network thread too.
         self._lock = threading.Lock()
@@ -429,6 +533,7 @@ class SimulatedDevice:
         self.last_disconnect_at: datetime | None = None
         self._online = False  # between a successful CONNACK and the end of that connection
         self.process_status = "running"
+        self.restart_count = 0  # player restarts since the boot
         self._crash_left = 0
         self.service_failures = 0
         self.commands_handled = 0
@@ -497,15 +602,19 @@ class SimulatedDevice:
             self._online = True
             if self.power == REBOOTING:  # a fresh boot: the player starts clean
                 self.power = POWER_ON
-                self.process_status, self._crash_left = "running", 0
+                self.process_status, self._crash_left, self.restart_count = "running", 0, 0
+                if self.tv is not None:
+                    self.tv.boot()
             completed, self._complete_after_boot = self._complete_after_boot, []
         self._publish("status", status_payload("online", session), qos=1, retain=True)
         self._set_will(session + 1)  # used by the next CONNECT
-        self.client.subscribe(self.topic("commands"), qos=1)
+        for suffix in ("commands", *self.profile.subscriptions):
+            self.client.subscribe(self.topic(suffix), qos=1)
         self.send_discovery()
         for command_id in completed:  # the reboot is over once we are back
-            self._send_ack(ack_payload(command_id, "completed"))
+            self._send_ack(self.profile.ack(command_id, "completed"))
             log.info("device %s: back after reboot, command %s completed", self.uuid, command_id)
+        self.check_tv()  # after a boot the TV's state is news; after a reconnect only a change
 
     @guarded
     def on_disconnect(
@@ -523,6 +632,22 @@ class SimulatedDevice:
     def on_message(self, client: Any, userdata: Any, message: Any) -> None:
         if message.topic == self.topic("commands"):
             self.receive_command(message.payload)
+        elif message.topic == self.topic(GROUP_ID) and GROUP_ID in self.profile.subscriptions:
+            self.receive_group_id(message.payload)
+
+    def receive_group_id(self, payload: bytes) -> None:
+        """Keep the group the server assigned: the id as text, or empty for no group."""
+        text = payload.decode("utf-8", errors="replace").strip()
+        if text and not (text.isascii() and text.isdigit()):
+            log.warning("device %s: group_id %r is no group id, ignored", self.uuid, text[:64])
+            return
+        group_id = int(text) if text else None
+        with self._lock:
+            changed, self.group_id = group_id != self.group_id, group_id
+        level = logging.INFO if changed else logging.DEBUG  # sent again on every resubscribe
+        log.log(
+            level, "device %s: group_id %s", self.uuid, "none" if group_id is None else group_id
+        )
 
     # commands ------------------------------------------------------------------------------
 
@@ -533,7 +658,7 @@ class SimulatedDevice:
         An expired command is dropped without an ack, as the deployed clients do; the server
         then marks it `expired`.
         """
-        parsed = parse_command(payload, self.uuid)
+        parsed = parse_command(payload, self.uuid, self.profile.actions)
         if parsed is None:
             log.warning("device %s: command without a valid command_id, ignored", self.uuid)
             return
@@ -557,7 +682,13 @@ class SimulatedDevice:
             log.info("device %s: command %s delivered again, not run twice", self.uuid, command_id)
             return
         if isinstance(parsed, Refusal):
-            self._send_ack(parsed.ack())
+            ack = self.profile.ack(
+                command_id,
+                "failed",
+                error_code=parsed.error_code,
+                error_message=parsed.error_message,
+            )
+            self._send_ack(ack)
             log.warning(
                 "device %s: command %s refused: %s", self.uuid, command_id, parsed.error_message
             )
@@ -570,7 +701,7 @@ class SimulatedDevice:
                 iso_utc(parsed.expires_at),
             )
             return
-        self._send_ack(ack_payload(command_id, "accepted"))
+        self._send_ack(self.profile.ack(command_id, "accepted"))
         with self._lock:
             plan = plan_command(parsed.action, self.options, self.command_rng)
             boot = self._boot
@@ -592,7 +723,7 @@ class SimulatedDevice:
     def _start_command(self, command: Command, plan: CommandPlan, boot: int) -> None:
         if not self._still_up(boot):  # the host went down meanwhile: the work died with it
             return
-        self._send_ack(ack_payload(command.command_id, "execution_started"))
+        self._send_ack(self.profile.ack(command.command_id, "execution_started"))
         step = functools.partial(self._finish_command, command, plan, boot)
         self.timers.call_later(plan.finish_after, step)
 
@@ -602,7 +733,7 @@ class SimulatedDevice:
         command_id, action = command.command_id, command.action
         if plan.fails:
             self._send_ack(
-                ack_payload(
+                self.profile.ack(
                     command_id,
                     "failed",
                     error_code=SIMULATED_FAILURE,
@@ -613,11 +744,12 @@ class SimulatedDevice:
         elif action == "restart_app":
             with self._lock:  # a restarted player comes back healthy
                 self.process_status, self._crash_left = "running", 0
-            self._send_ack(ack_payload(command_id, "completed"))
+                self.restart_count += 1
+            self._send_ack(self.profile.ack(command_id, "completed"))
         elif action == "reboot_host":
             self._power_off(REBOOTING, complete_after_boot=command_id, back_after=plan.offline_for)
         else:  # shutdown_host: done; off until someone powers the screen on again
-            self._send_ack(ack_payload(command_id, "completed"))
+            self._send_ack(self.profile.ack(command_id, "completed"))
             self._power_off(SHUT_DOWN)
         log.info(
             "device %s: command %s %s %s",
@@ -707,15 +839,21 @@ class SimulatedDevice:
         if failed:
             self.service_failures += 1
             self._publish("service_failed", service_failed_payload(now), qos=1, retain=True)
-        if self.connected:
+        if self.connected and self.profile.health_interval is None:
             self._publish("health", self._health(now), qos=0)
+
+    def send_health(self) -> None:
+        """Health on the profile's own cadence (Profile.health_interval)."""
+        if self.powered_on and self.connected:
+            self._publish("health", self._health(self.clock()), qos=0)
 
     def _advance_process(self) -> bool:
         with self._lock:
             if self._crash_left > 0:
                 self._crash_left -= 1
-                if self._crash_left == 0:
+                if self._crash_left == 0:  # the watchdog started the player again
                     self.process_status = "running"
+                    self.restart_count += 1
             elif self.rng.random() < self.options.crash_rate:
                 self.process_status = "crashed"
                 self._crash_left = self.rng.randint(*self.options.crash_intervals)
@@ -723,15 +861,38 @@ class SimulatedDevice:
 
     def _health(self, now: datetime) -> dict[str, Any]:
         with self._lock:
-            crashed = self.process_status == "crashed"
-            return health_payload(
-                now,
+            running = self.process_status != "crashed"
+            state = DeviceState(
+                index=self.index,
                 process_status=self.process_status,
-                cpu_percent=self.rng.uniform(0.2, 2.0) if crashed else self.rng.uniform(8, 45),
-                memory_percent=self.rng.uniform(25, 60),
+                process_pid=PLAYER_PID + PLAYER_PID_STEP * self.restart_count if running else None,
+                restart_count=self.restart_count,
                 reconnect_count=self.reconnect_count,
                 last_disconnect_at=self.last_disconnect_at,
             )
+            return self.profile.health(now, state, self._health_rng)
+
+    def check_tv(self) -> None:
+        """Follow the TV schedule, and report a change. Checked only while connected, so that
+        no report is lost: a change during an outage is made and reported after it."""
+        if self.tv is None or not (self.powered_on and self.connected):
+            return
+        with self._lock:
+            report = self.tv.follow(self.clock())
+        if report is not None:
+            self._publish("power/state", report, qos=0)
+            power = report["power"]
+            log.info("device %s: TV %s (%s, %s)", self.uuid, power["applied_state"],
+                     power["source"], power["result"])  # fmt: skip
+
+    def extra_work(self) -> list[Periodic]:
+        """The profile's periodic work, besides heartbeat, health tick and discovery."""
+        work = []
+        if self.profile.health_interval is not None:
+            work.append(Periodic("health report", self.profile.health_interval, self.send_health))
+        if self.tv is not None:
+            work.append(Periodic("tv power", self.tv.check_seconds, self.check_tv))
+        return work
 
     def publish_offline(self) -> Any:
         """Graceful goodbye before DISCONNECT (which discards the will): retained `offline`."""

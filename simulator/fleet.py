@@ -35,13 +35,15 @@ import paho.mqtt.client as mqtt
 from core.clock import Clock, utc_now
 from core.config import Settings
 from mqtt_client import connect_async, make_client, tls_context
-from simulator.device import DeviceOptions, MqttClient, SimulatedDevice, delivered
+from simulator.device import DeviceOptions, MqttClient, Periodic, SimulatedDevice, delivered
+from simulator.profiles import describe, profiles_for
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT = "heartbeat"
 HEALTH = "health"
 DISCOVERY = "discovery"
+PERIODIC = "periodic"  # a device's Periodic work
 TASK = "task"  # a one-shot task (a step of a command), not periodic
 MAX_IDLE_WAIT = 0.5  # seconds; bounds how long a stop request waits
 TICK_SECONDS = 1.0  # keep-alive checks of every connection (paho's loop_misc)
@@ -66,9 +68,10 @@ def device_client_factory(settings: Settings) -> ClientFactory:
 class FleetScheduler:
     """The fleet's timed work, from one heap of (due, seq, kind, target).
 
-    Periodic entries (heartbeat, health, discovery of one device) are pushed again after they
-    run. Tasks come from `call_later` (devices call it from their paho callbacks) and run once.
-    Times are `monotonic()` seconds; tests pass a fake clock and call `step`.
+    Periodic entries (heartbeat, health, discovery of one device, and what its profile adds)
+    are pushed again after they run. Tasks come from `call_later` (devices call it from their
+    paho callbacks) and run once. Times are `monotonic()` seconds; tests pass a fake clock and
+    call `step`.
     """
 
     def __init__(self, options: DeviceOptions, *, monotonic: Callable[[], float] = time.monotonic):
@@ -83,9 +86,15 @@ class FleetScheduler:
         self._lock = threading.Lock()  # in case a task comes from another thread
 
     def add_device(self, device: SimulatedDevice, *, start: float, rng: random.Random) -> None:
-        # First sends spread over one interval, so a fleet never publishes in lockstep.
-        for kind, interval in self.intervals.items():
-            self._push(start + rng.uniform(0, interval), kind, device)
+        work = [
+            Periodic(HEARTBEAT, self.intervals[HEARTBEAT], device.send_heartbeat),
+            Periodic(HEALTH, self.intervals[HEALTH], device.health_tick),
+            Periodic(DISCOVERY, self.intervals[DISCOVERY], device.send_discovery),
+            *device.extra_work(),
+        ]
+        # First runs spread over one interval, so a fleet never publishes in lockstep.
+        for periodic in work:
+            self._push(start + rng.uniform(0, periodic.interval), PERIODIC, (device, periodic))
 
     def call_later(self, delay: float, task: Callable[[], None]) -> None:
         """Run `task` once, `delay` seconds from now, on the fleet's thread."""
@@ -111,8 +120,9 @@ class FleetScheduler:
             except Exception:
                 log.exception("simulated fleet: task %r failed", target)
         else:
-            self._run_periodic(target, kind)
-            interval = self.intervals[kind]
+            device, periodic = target
+            self._run_periodic(device, periodic)
+            interval = periodic.interval
             # Keep the cadence (due + interval) unless we fell a whole interval behind (a
             # suspended machine): then restart from now instead of bursting the missed sends.
             next_due = due + interval
@@ -121,16 +131,11 @@ class FleetScheduler:
             return bool(self._heap) and self._heap[0][0] <= now
 
     @staticmethod
-    def _run_periodic(device: SimulatedDevice, kind: str) -> None:
+    def _run_periodic(device: SimulatedDevice, periodic: Periodic) -> None:
         try:
-            if kind == HEARTBEAT:
-                device.send_heartbeat()
-            elif kind == DISCOVERY:
-                device.send_discovery()
-            else:
-                device.health_tick()
+            periodic.run()
         except Exception:
-            log.exception("simulated device %s: %s failed", device.uuid, kind)
+            log.exception("simulated device %s: %s failed", device.uuid, periodic.name)
 
 
 Address = tuple[int, int, int, Any]  # family, type, proto, sockaddr (from getaddrinfo)
@@ -340,10 +345,13 @@ class Fleet:
         monotonic: Callable[[], float] = time.monotonic,
         first_index: int = 1,
     ) -> Fleet:
-        """Devices numbered from `first_index` (their hostnames), not connected yet."""
+        """Devices numbered from `first_index` (their hostnames), not connected yet. Their
+        profiles follow `options.profile_mix` by fleet position, so a worker process of a
+        split fleet gives each of its devices the profile it has in one process."""
         scheduler = FleetScheduler(options, monotonic=monotonic)
         # Sessions start at the epoch second, so they also grow across simulator restarts.
         first_session = int(clock().timestamp())
+        profiles = profiles_for(options.profile_mix, first_index - 1, len(credentials))
         devices = [
             SimulatedDevice(
                 client_uuid,
@@ -354,8 +362,11 @@ class Fleet:
                 timers=scheduler,
                 clock=clock,
                 first_session=first_session,
+                profile=profile,
             )
-            for index, (client_uuid, password) in enumerate(credentials, start=first_index)
+            for (index, (client_uuid, password)), profile in zip(
+                enumerate(credentials, start=first_index), profiles, strict=True
+            )
         ]
         return cls(devices, scheduler, seed=options.seed)
 
@@ -463,8 +474,9 @@ def run_fleet(
         first_index=first_index,
     )
     log.info(
-        "simulated fleet: starting %d devices against %s:%d%s",
+        "simulated fleet: starting %d devices (%s) against %s:%d%s",
         len(devices),
+        describe(device.profile for device in fleet.devices),
         settings.mqtt_host,
         settings.mqtt_port,
         " (TLS)" if settings.mqtt_tls_enabled else "",
