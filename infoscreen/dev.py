@@ -224,6 +224,9 @@ def banner(values: dict[str, str], clients: int, conf: Path) -> str:
     )
 
 
+SIM_START_DELAY = 5  # seconds: the listener's start-up on a slow machine, with room to spare
+
+
 def sim_profiles(clients: int) -> str:
     """`6 reference, 4 infoscreen-2025`: what the simulator runs for `clients` screens."""
     return describe(profiles_for(parse_mix(SIM_PROFILE_MIX), 0, clients))
@@ -261,10 +264,12 @@ def run_dev(settings: Settings, args: argparse.Namespace) -> int:
     add("scheduler", f"{me} scheduler")
     add("web", f"{me} serve --workers 2")
     if clients:
-        # The simulated screens are devices: they log in on the devices' listener.
+        # The simulated screens are devices: they log in on the devices' listener. They wait
+        # for the listener to subscribe: on a first run its session does not exist yet, and
+        # what a screen sends once at start (discovery, its TV's state) would be lost.
         add("simulator",
             f"{me} simulate --clients {clients} --credentials {SIM_CREDENTIALS} "
-            f"--profile-mix {SIM_PROFILE_MIX} "
+            f"--profile-mix {SIM_PROFILE_MIX} --start-delay {SIM_START_DELAY} "
             "--heartbeat-interval 10 --health-interval 20 --discovery-interval 30 "
             "--service-failed-rate 0.01",
             MQTT_PORT=values["DEVICE_MQTT_PORT"])

@@ -224,6 +224,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "stops them all, and each says offline for its devices (default: %(default)s)",
     )
     fleet.add_argument(
+        "--start-delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long before the devices connect, e.g. for a listener started at the "
+        "same time to subscribe first: what devices send once at start (discovery, the TV's "
+        "state) is otherwise lost to it (default: %(default)s)",
+    )
+    fleet.add_argument(
         "--seed",
         type=int,
         default=None,
@@ -324,6 +333,8 @@ def _run_fleet(settings: Settings, args: argparse.Namespace, stop: threading.Eve
         )
     except (CredentialsError, ValueError) as exc:
         return _fail(str(exc), EXIT_USAGE)
+    if stop.wait(max(0.0, args.start_delay)):
+        return 0
     completed = run_fleet_processes(settings, devices, options, stop, processes=args.processes)
     return 0 if completed else EXIT_FAILED
 

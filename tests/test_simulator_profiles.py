@@ -569,3 +569,11 @@ def test_a_deployed_screen_on_a_real_broker(deployed_broker, monkeypatch):
         for ack in acks:
             assert set(ack) == {"command_id", "status", "error_code", "error_message"}
             assert_valid(f"{PREFIX}/{screen.username}/{suffix}", ack, COMMAND_ACK)
+
+
+def test_a_start_delay_holds_the_devices_back(tmp_path, monkeypatch):
+    import time as clock
+
+    started = clock.monotonic()
+    code, [_] = run_cli(tmp_path, monkeypatch, "--start-delay", "0.3")
+    assert code == 0 and clock.monotonic() - started >= 0.3
