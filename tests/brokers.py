@@ -7,6 +7,8 @@ import signal
 import ssl
 import subprocess
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,6 +85,15 @@ class TestBroker:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def add_devices(self, count: int) -> list[Login]:
+        """Provision `count` more device logins; a running broker reloads them."""
+        devices = [Login(str(uuid.uuid4()), generate_password()) for _ in range(count)]
+        AccountStore(self.directory).add_many([(d.username, "device", d.password)
+                                               for d in devices])
+        if self.process is not None:
+            self.reload()
+        return devices
 
     def reload(self) -> None:
         """SIGHUP: Mosquitto re-reads its configuration, password file, ACL and its listeners'
@@ -184,3 +195,17 @@ def _connack_ok(client: mqtt.Client) -> bool:
         return bool(wait_until(client.is_connected, timeout=5, message="CONNACK"))
     except AssertionError:
         return False
+
+
+@contextmanager
+def broker_with_devices(directory: Path, count: int) -> Iterator[tuple[TestBroker, list[Login]]]:
+    """A broker of a test module's own (for tests whose devices leave retained messages that
+    other tests should never see), with `count` device logins; stopped at the end."""
+    broker = TestBroker(directory)
+    broker.provision()
+    devices = broker.add_devices(count)
+    broker.start()
+    try:
+        yield broker, devices
+    finally:
+        broker.stop()

@@ -11,7 +11,6 @@ import pytest
 from sqlalchemy import func, select
 
 from core.models import Client, ClientCommand, CommandTransition
-from mosquitto.accounts import AccountStore, generate_password
 from mqtt_client.publisher import Publisher
 from scheduler.loop import Scheduler
 from scheduler.service import build_jobs
@@ -29,10 +28,7 @@ PARALLEL = 3
 
 
 def provision_screens(broker, count: int) -> list[tuple[str, str]]:
-    screens = [(str(uuid.uuid4()), generate_password()) for _ in range(count)]
-    AccountStore(broker.directory).add_many([(u, "device", p) for u, p in screens])
-    broker.reload()
-    return screens
+    return [(d.username, d.password) for d in broker.add_devices(count)]
 
 
 class Running:

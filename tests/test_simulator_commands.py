@@ -25,7 +25,6 @@ from core.clock import utc_now
 from core.config import Settings
 from core.contract import COMMAND_ACK, STATUS
 from infoscreen.dev import find_mosquitto
-from mosquitto.accounts import AccountStore, generate_password
 from simulator import cli
 from simulator import device as device_module
 from simulator.device import (
@@ -48,7 +47,7 @@ from simulator.device import (
     plan_command,
 )
 from simulator.fleet import FleetScheduler, run_fleet
-from tests.brokers import Login
+from tests.brokers import Login, broker_with_devices
 from tests.brokers import TestBroker as ThrowawayBroker  # not a test class
 from tests.helpers import wait_until
 from tests.test_simulator_payloads import (
@@ -639,16 +638,8 @@ needs_mosquitto = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto
 def command_broker(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[ThrowawayBroker, Login]]:
-    # Our own broker: the screen leaves retained presence that other tests should never see.
-    broker = ThrowawayBroker(tmp_path_factory.mktemp("command-broker"))
-    screen = Login(str(uuid.uuid4()), generate_password())
-    broker.provision()
-    AccountStore(broker.directory).add_many([(screen.username, "device", screen.password)])
-    broker.start()
-    try:
+    with broker_with_devices(tmp_path_factory.mktemp("command-broker"), 1) as (broker, [screen]):
         yield broker, screen
-    finally:
-        broker.stop()
 
 
 class Watcher:

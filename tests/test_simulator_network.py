@@ -22,11 +22,10 @@ import pytest
 
 from core.config import Settings
 from infoscreen.dev import find_mosquitto
-from mosquitto.accounts import AccountStore, generate_password
 from simulator import cli
 from simulator.device import DeviceOptions
 from simulator.fleet import Fleet, run_fleet, split_fleet
-from tests.brokers import Login
+from tests.brokers import Login, broker_with_devices
 from tests.brokers import TestBroker as ThrowawayBroker  # not a test class
 from tests.helpers import free_port, wait_until
 
@@ -90,15 +89,8 @@ class FleetBroker:
 
 @pytest.fixture(scope="module")
 def fleet_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetBroker]:
-    broker = ThrowawayBroker(tmp_path_factory.mktemp("fleet-broker"))
-    screens = [Login(str(uuid.uuid4()), generate_password()) for _ in range(2)]
-    broker.provision()
-    AccountStore(broker.directory).add_many([(s.username, "device", s.password) for s in screens])
-    broker.start()
-    try:
+    with broker_with_devices(tmp_path_factory.mktemp("fleet-broker"), 2) as (broker, screens):
         yield FleetBroker(broker, screens)
-    finally:
-        broker.stop()
 
 
 class Presence:

@@ -34,7 +34,7 @@ from core.contract import (
     parse_message,
 )
 from infoscreen.dev import find_mosquitto
-from mosquitto.accounts import AccountStore, generate_password
+from mosquitto.accounts import AccountStore
 from simulator import cli, loadgen
 from simulator.device import (
     DeviceOptions,
@@ -47,7 +47,7 @@ from simulator.device import (
     status_payload,
 )
 from simulator.fleet import Fleet, FleetScheduler, run_fleet
-from tests.brokers import Login
+from tests.brokers import Login, broker_with_devices
 from tests.brokers import TestBroker as ThrowawayBroker  # not a test class
 from tests.helpers import wait_until
 
@@ -612,16 +612,8 @@ class SimBroker:
 
 @pytest.fixture(scope="module")
 def sim_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimBroker]:
-    # Our own broker: the fleet leaves retained presence that other tests should never see.
-    broker = ThrowawayBroker(tmp_path_factory.mktemp("sim-broker"))
-    screens = [Login(str(uuid.uuid4()), generate_password()) for _ in range(3)]
-    broker.provision()
-    AccountStore(broker.directory).add_many([(s.username, "device", s.password) for s in screens])
-    broker.start()
-    try:
+    with broker_with_devices(tmp_path_factory.mktemp("sim-broker"), 3) as (broker, screens):
         yield SimBroker(broker, screens)
-    finally:
-        broker.stop()  # terminate + wait
 
 
 class Collector:

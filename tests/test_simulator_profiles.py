@@ -21,7 +21,6 @@ from core.clock import utc_now
 from core.config import Settings
 from core.contract import COMMAND_ACK, HEALTH, POWER_STATE
 from infoscreen.dev import SIM_PROFILE_MIX, find_mosquitto, sim_profiles
-from mosquitto.accounts import AccountStore, generate_password
 from simulator import cli
 from simulator.device import (
     REFERENCE,
@@ -40,7 +39,7 @@ from simulator.profiles import (
     profiles_for,
 )
 from simulator.tv import in_standby, parse_standby
-from tests.brokers import Login
+from tests.brokers import Login, broker_with_devices
 from tests.brokers import TestBroker as ThrowawayBroker  # not a test class
 from tests.helpers import wait_until
 from tests.test_simulator_commands import FakeLink, Screen, ScreenClient, command_body
@@ -461,16 +460,8 @@ needs_mosquitto = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto
 def deployed_broker(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[ThrowawayBroker, Login]]:
-    # Our own broker: the screen leaves retained presence that other tests should never see.
-    broker = ThrowawayBroker(tmp_path_factory.mktemp("deployed-broker"))
-    screen = Login(str(uuid.uuid4()), generate_password())
-    broker.provision()
-    AccountStore(broker.directory).add_many([(screen.username, "device", screen.password)])
-    broker.start()
-    try:
+    with broker_with_devices(tmp_path_factory.mktemp("deployed-broker"), 1) as (broker, [screen]):
         yield broker, screen
-    finally:
-        broker.stop()
 
 
 class Server:
