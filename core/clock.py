@@ -17,3 +17,8 @@ def as_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
+
+
+def iso_z(value: datetime) -> str:
+    """ISO 8601 in UTC with milliseconds and a `Z`, as the deployed clients write times."""
+    return as_utc(value).isoformat(timespec="milliseconds").replace("+00:00", "Z")

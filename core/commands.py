@@ -19,6 +19,7 @@ from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from core.capabilities import check_supported, learn_from_failure
+from core.clock import iso_z
 from core.config import Settings
 from core.db import dialect_insert
 from core.events import insert_events, new_event
@@ -264,15 +265,11 @@ def command_payload(command: ClientCommand) -> dict[str, Any]:
         "command_id": command.id,
         "client_uuid": command.client_uuid,
         "action": command.action,
-        "issued_at": _iso(command.issued_at),
-        "expires_at": _iso(command.expires_at),
+        "issued_at": iso_z(command.issued_at),
+        "expires_at": iso_z(command.expires_at),
         "requested_by": command.requested_by,
         "reason": command.reason,
     }
-
-
-def _iso(value: datetime) -> str:
-    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def seconds_left(command: ClientCommand, now: datetime) -> int:

@@ -35,7 +35,7 @@ from zoneinfo import ZoneInfo
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
-from core.clock import Clock, as_utc, utc_now
+from core.clock import Clock, as_utc, iso_z, utc_now
 from core.contract import CLIENT_ID_RE, device_topic
 
 if TYPE_CHECKING:
@@ -93,11 +93,6 @@ SHUT_DOWN = "shut_down"  # stays off for the rest of the run
 DISCONNECT_WITH_WILL = ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message")
 
 
-def iso_utc(value: datetime) -> str:
-    """ISO 8601 in UTC with a `Z`, as the deployed clients write it."""
-    return as_utc(value).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def hostname_for(index: int) -> str:
     return f"sim-screen-{index:03d}"
 
@@ -129,7 +124,7 @@ def discovery_payload(
 
 
 def heartbeat_payload(now: datetime) -> dict[str, Any]:
-    return {"timestamp": iso_utc(now)}
+    return {"timestamp": iso_z(now)}
 
 
 def health_payload(
@@ -142,13 +137,13 @@ def health_payload(
     last_disconnect_at: datetime | None,
 ) -> dict[str, Any]:
     return {
-        "timestamp": iso_utc(now),
+        "timestamp": iso_z(now),
         "process_status": process_status,
         "cpu_percent": round(cpu_percent, 1),
         "memory_percent": round(memory_percent, 1),
         "broker_connection": {
             "reconnect_count": reconnect_count,
-            "last_disconnect_at": iso_utc(last_disconnect_at) if last_disconnect_at else None,
+            "last_disconnect_at": iso_z(last_disconnect_at) if last_disconnect_at else None,
         },
     }
 
@@ -162,7 +157,7 @@ def service_failed_payload(
 ) -> dict[str, Any]:
     return {
         "unit": unit,
-        "failed_at": iso_utc(failed_at),
+        "failed_at": iso_z(failed_at),
         "exit_code": exit_code,
         "message": message,
     }
@@ -698,7 +693,7 @@ class SimulatedDevice:
                 "device %s: command %s expired at %s, dropped",
                 self.uuid,
                 command_id,
-                iso_utc(parsed.expires_at),
+                iso_z(parsed.expires_at),
             )
             return
         self._send_ack(self.profile.ack(command_id, "accepted"))

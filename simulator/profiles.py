@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from core.clock import iso_z
 from core.contract import FROZEN_V1_ACTIONS
 from simulator.device import (
     GROUP_ID,
@@ -27,7 +28,6 @@ from simulator.device import (
     DeviceOptions,
     DeviceState,
     Profile,
-    iso_utc,
 )
 from simulator.tv import Tv
 
@@ -72,7 +72,7 @@ def deployed_health_payload(
         },
         "broker_connection": {
             "reconnect_count": reconnect_count,
-            "last_disconnect_at": iso_utc(last_disconnect_at) if last_disconnect_at else None,
+            "last_disconnect_at": iso_z(last_disconnect_at) if last_disconnect_at else None,
         },
     }
 

@@ -13,7 +13,7 @@ from datetime import datetime, time, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from simulator.device import iso_utc
+from core.clock import iso_z
 
 SCHEMA_VERSION = "1.0"
 ON, OFF = "on", "off"
@@ -66,7 +66,7 @@ def power_state_payload(
         "schema_version": SCHEMA_VERSION,
         "intent_id": intent_id,
         "client_id": client_uuid,
-        "reported_at": iso_utc(reported_at),
+        "reported_at": iso_z(reported_at),
         "power": {
             "applied_state": applied_state,
             "source": source,

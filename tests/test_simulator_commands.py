@@ -21,7 +21,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
-from core.clock import utc_now
+from core.clock import iso_z, utc_now
 from core.config import Settings
 from core.contract import COMMAND_ACK, STATUS
 from infoscreen.dev import find_mosquitto
@@ -42,7 +42,6 @@ from simulator.device import (
     Command,
     DeviceOptions,
     SimulatedDevice,
-    iso_utc,
     parse_command,
     plan_command,
 )
@@ -75,8 +74,8 @@ def command_body(action: str = "restart_app", **changes: Any) -> dict[str, Any]:
         "command_id": COMMAND,
         "client_uuid": SCREEN,
         "action": action,
-        "issued_at": iso_utc(NOW),
-        "expires_at": iso_utc(NOW + timedelta(minutes=5)),
+        "issued_at": iso_z(NOW),
+        "expires_at": iso_z(NOW + timedelta(minutes=5)),
         "requested_by": "operator.jane",
         "reason": "player crashed",
     }
@@ -273,7 +272,7 @@ def test_it_ignores_a_command_it_cannot_ack(payload):
 def test_it_drops_an_expired_command_without_an_ack():
     screen = Screen()
     before = len(screen.client.sent)
-    screen.receive(command_body("reboot_host", expires_at=iso_utc(NOW - timedelta(seconds=1))))
+    screen.receive(command_body("reboot_host", expires_at=iso_z(NOW - timedelta(seconds=1))))
     screen.advance(600)
     assert len(screen.client.sent) == before
     assert screen.device.commands_handled == 0 and screen.client.connected
@@ -405,7 +404,7 @@ def test_a_rebooted_screen_reports_the_reconnect_in_its_health():
     assert health.payload["process_status"] == "running"
     assert health.payload["broker_connection"] == {
         "reconnect_count": 1,
-        "last_disconnect_at": iso_utc(NOW),  # the pinned clock at the power-down
+        "last_disconnect_at": iso_z(NOW),  # the pinned clock at the power-down
     }
 
 
@@ -706,8 +705,8 @@ def test_a_screen_reboots_on_command_and_completes_after_reconnecting(command_br
             "reboot_host",
             command_id=str(uuid.uuid4()),
             client_uuid=screen.username,
-            issued_at=iso_utc(now),
-            expires_at=iso_utc(now + timedelta(minutes=5)),
+            issued_at=iso_z(now),
+            expires_at=iso_z(now + timedelta(minutes=5)),
         )
         server = broker.client(broker.server)
         server.connect(broker.host, broker.port)

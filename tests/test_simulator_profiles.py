@@ -17,7 +17,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from core.clock import utc_now
+from core.clock import iso_z, utc_now
 from core.config import Settings
 from core.contract import COMMAND_ACK, HEALTH, POWER_STATE
 from infoscreen.dev import SIM_PROFILE_MIX, find_mosquitto, sim_profiles
@@ -27,7 +27,6 @@ from simulator.device import (
     DeviceOptions,
     SimulatedDevice,
     ack_payload,
-    iso_utc,
 )
 from simulator.fleet import Fleet, FleetScheduler
 from simulator.profiles import (
@@ -157,7 +156,7 @@ def test_deployed_health_reports_the_reconnects():
     [health] = screen.payloads("health")
     assert health["broker_connection"] == {
         "reconnect_count": 1,
-        "last_disconnect_at": iso_utc(NOW + timedelta(seconds=42)),
+        "last_disconnect_at": iso_z(NOW + timedelta(seconds=42)),
     }
 
 
@@ -258,7 +257,7 @@ def test_the_tv_reports_its_state_on_start_and_then_each_change():
         "schema_version": "1.0",
         "intent_id": None,
         "client_id": SCREEN,
-        "reported_at": iso_utc(NOW),
+        "reported_at": iso_z(NOW),
         "power": {"applied_state": "on", "source": "local_fallback", "result": "ok",
                   "detail": first.payload["power"]["detail"]},
     }  # fmt: skip
@@ -276,7 +275,7 @@ def test_the_tv_reports_its_state_on_start_and_then_each_change():
     states = [(p["power"]["applied_state"], p["reported_at"]) for p in screen.payloads(
         "power/state")]  # fmt: skip
     assert states == [
-        ("on", iso_utc(NOW)),
+        ("on", iso_z(NOW)),
         ("off", "2025-03-14T22:00:30.000Z"),
         ("on", "2025-03-15T06:00:10.000Z"),
     ]
@@ -527,8 +526,8 @@ def test_a_deployed_screen_on_a_real_broker(deployed_broker, monkeypatch):
         now = utc_now()
         for action in ("restart_app", "reboot_host"):
             body = command_body(action, command_id=str(uuid.uuid4()), client_uuid=screen.username,
-                                issued_at=iso_utc(now),
-                                expires_at=iso_utc(now + timedelta(minutes=5)))  # fmt: skip
+                                issued_at=iso_z(now),
+                                expires_at=iso_z(now + timedelta(minutes=5)))  # fmt: skip
             server.publish("commands", json.dumps(body))
         wait_until(lambda: len(server.sent("command/ack")) >= 4, timeout=15,
                    message="failed, then accepted .. completed")  # fmt: skip
