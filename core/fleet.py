@@ -10,7 +10,6 @@ from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from core.capabilities import supported_actions
-from core.contract import COMMAND_ACTIONS
 from core.events import new_event
 from core.liveness import ALIVE, DOWN, STALE, liveness
 from core.models import Client, Event, IngestRejection
@@ -31,7 +30,7 @@ def age_text(seconds: float) -> str:
 
 
 def client_summary(client: Client, now: datetime, stale_seconds: int, down_seconds: int,
-                   default_actions: Sequence[str] = COMMAND_ACTIONS) -> dict[str, Any]:
+                   default_actions: Sequence[str]) -> dict[str, Any]:
     """One client's state in the API's camelCase shape."""
     actions, actions_source = supported_actions(client, default_actions)
     return {

@@ -95,7 +95,7 @@ def cmd_clients(settings: Settings, args: argparse.Namespace) -> int:
     with _session(settings) as session:
         rows = [
             client_summary(c, now, settings.heartbeat_stale_seconds,
-                           settings.heartbeat_down_seconds)
+                           settings.heartbeat_down_seconds, settings.default_supported_actions)
             for c in list_clients(session)
         ]
     if args.status:
