@@ -88,8 +88,7 @@ def update_group(session: Session, now: datetime, group_id: int, changes: dict[s
     if "supported_actions" in changes:
         actions = changes["supported_actions"]
         group.supported_actions = None if actions is None else ordered(actions)
-    audit(session, now, actor, "group_changed", str(group_id), **{
-        k: v for k, v in changes.items()})
+    audit(session, now, actor, "group_changed", str(group_id), **changes)
     return group
 
 

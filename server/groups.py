@@ -74,11 +74,9 @@ def group_create(args):
 @bp.response(200, schemas.GroupEnvelopeSchema)
 def group_patch(args, group_id: int):
     """Rename a group, describe it, or set what its members support (null clears)."""
-    changes = {"name": args.get("name"), "description": args.get("description"),
-               "supported_actions": args.get("supportedActions")}
-    given = {"name": "name", "description": "description",
-             "supported_actions": "supportedActions"}
-    changes = {k: v for k, v in changes.items() if given[k] in args}
+    fields = {"name": "name", "description": "description",
+              "supportedActions": "supported_actions"}
+    changes = {fields[key]: value for key, value in args.items()}
     _group(group_id)
     try:
         group = groups.update_group(db.session, utc_now(), group_id, changes,
