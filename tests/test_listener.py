@@ -80,7 +80,7 @@ BAD = {
     "unknown_topic": ("logs/debug", b'{"timestamp": "2026-11-24T12:00:00Z", "message": "x"}'),
     "invalid_json": ("heartbeat", b"{not json"),
     "not_an_object": ("heartbeat", b"[]"),
-    "missing_field": ("health", b'{"timestamp": "2026-11-24T12:00:00Z"}'),
+    "missing_field": ("service_failed", b'{"failed_at": "2026-11-24T12:00:00Z"}'),
     "wrong_type": ("health", b'{"timestamp": "2026-11-24T12:00:00Z", "process_status": 1}'),
     "invalid_value": ("health", b'{"timestamp": "2026-11-24T12:00:00Z", "process_status": "x"}'),
     "uuid_mismatch": ("heartbeat", b'{"uuid": "9b2c1f3e-0d4a-4c5b-8e7f-1a2b3c4d5e6f"}'),
