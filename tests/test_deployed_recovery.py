@@ -17,12 +17,20 @@ from scheduler.service import build_jobs
 from server.dispatch import stop_dispatcher
 from simulator.device import DeviceOptions
 from simulator.fleet import Fleet, device_client_factory
+from tests.brokers import broker_with_devices
 from tests.conftest import RunningListener, make_settings
 from tests.helpers import wait_until
 from tests.test_commands_api import make_app, post, tokens
 from tests.test_group_commands import provision_screens
 
 pytestmark = pytest.mark.broker
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    """Our own: the simulated screen leaves retained presence other tests should never see."""
+    with broker_with_devices(tmp_path_factory.mktemp("recovery-broker"), 0) as (own, _):
+        yield own
 
 
 def test_a_crashed_deployed_screen_gets_a_reboot_never_a_restart(db, broker):

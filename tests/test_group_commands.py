@@ -17,6 +17,7 @@ from scheduler.service import build_jobs
 from server.dispatch import stop_dispatcher
 from simulator.device import DeviceOptions
 from simulator.fleet import run_fleet
+from tests.brokers import broker_with_devices
 from tests.conftest import RunningListener, make_settings
 from tests.helpers import wait_until
 from tests.test_commands_api import make_app, post, tokens
@@ -25,6 +26,13 @@ pytestmark = pytest.mark.broker
 
 SCREENS = 10
 PARALLEL = 3
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    """Our own: simulated screens leave retained presence that other tests should never see."""
+    with broker_with_devices(tmp_path_factory.mktemp("fleet-broker"), 0) as (own, _):
+        yield own
 
 
 def provision_screens(broker, count: int) -> list[tuple[str, str]]:
