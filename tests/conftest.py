@@ -27,7 +27,7 @@ from core.db import make_engine, make_session_factory
 from core.models import Base
 from listener.service import build_listener
 from tests.brokers import Login, TestBroker, TlsTestBroker
-from tests.helpers import make_web_app, postgres_admin_url, wait_until
+from tests.helpers import close_web_app, make_web_app, postgres_admin_url, wait_until
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -95,7 +95,9 @@ def db(database: TestDatabase) -> TestDatabase:
 @pytest.fixture
 def app(db: TestDatabase):
     """The staff web app on the test database (files that need more define their own)."""
-    return make_web_app(db.url)
+    app = make_web_app(db.url)
+    yield app
+    close_web_app(app)
 
 
 @pytest.fixture(scope="session")

@@ -13,8 +13,8 @@ from core.clock import utc_now
 from core.models import AuditEntry, Client, ClientCommand
 from core.staff import add_user
 from server import create_app
-from server.dispatch import stop_dispatcher
 from tests.conftest import make_settings
+from tests.helpers import close_web_app
 
 pytestmark = pytest.mark.broker
 
@@ -32,7 +32,7 @@ def app(db, broker):
         session.add(Client(uuid=broker.device_a.username, hostname="hall-display",
                            first_seen_at=now, last_seen_at=now))
     yield app
-    stop_dispatcher(app)
+    close_web_app(app)
 
 
 @pytest.fixture

@@ -18,9 +18,8 @@ from mqtt_client.dispatch import CommandDispatcher
 from mqtt_client.publisher import Publisher
 from scheduler.commands import DispatchQueuedCommands
 from server import create_app
-from server.dispatch import stop_dispatcher
 from tests.conftest import RunningListener, make_settings
-from tests.helpers import free_port, wait_until
+from tests.helpers import close_web_app, free_port, wait_until
 
 pytestmark = pytest.mark.broker
 
@@ -35,7 +34,7 @@ def make_app(db, broker, **overrides):
 def app(db, broker):
     app = make_app(db, broker)
     yield app
-    stop_dispatcher(app)
+    close_web_app(app)
 
 
 def tokens(db) -> dict[str, dict[str, str]]:
@@ -204,7 +203,7 @@ def test_a_command_issued_while_the_broker_is_away_is_published_when_it_is_back(
         again = post(away, f"/api/clients/commands/{command_id}/cancel", auth["operator"])
         assert again.status_code == 409
     finally:
-        stop_dispatcher(away)
+        close_web_app(away)
 
     # A forced second command stays queued too; the scheduler publishes it once it can.
     away = make_app(db, broker, MQTT_PORT=free_port())
@@ -213,7 +212,7 @@ def test_a_command_issued_while_the_broker_is_away_is_published_when_it_is_back(
                       {"force": True})
         command_id = issued.json["command"]["commandId"]
     finally:
-        stop_dispatcher(away)
+        close_web_app(away)
     settings = make_settings(broker, db.url)
     publisher = Publisher.start(settings, "scheduler-test")
     try:

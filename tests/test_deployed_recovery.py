@@ -14,12 +14,11 @@ from core.models import Client, ClientCommand
 from mqtt_client.publisher import Publisher
 from scheduler.loop import Scheduler
 from scheduler.service import build_jobs
-from server.dispatch import stop_dispatcher
 from simulator.device import DeviceOptions
 from simulator.fleet import Fleet, device_client_factory
 from tests.brokers import broker_with_devices
 from tests.conftest import RunningListener, make_settings
-from tests.helpers import wait_until
+from tests.helpers import close_web_app, wait_until
 from tests.test_commands_api import make_app, post, tokens
 from tests.test_group_commands import provision_screens
 
@@ -87,7 +86,7 @@ def test_a_crashed_deployed_screen_gets_a_reboot_never_a_restart(db, broker):
         wait_until(lambda: client().process_status == "running", timeout=15,
                    message="running after the reboot")
     finally:
-        stop_dispatcher(app)
+        close_web_app(app)
         scheduler.stop()
         loop.join(timeout=20)
         publisher.stop()

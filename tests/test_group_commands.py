@@ -14,12 +14,11 @@ from core.models import Client, ClientCommand, CommandTransition
 from mqtt_client.publisher import Publisher
 from scheduler.loop import Scheduler
 from scheduler.service import build_jobs
-from server.dispatch import stop_dispatcher
 from simulator.device import DeviceOptions
 from simulator.fleet import run_fleet
 from tests.brokers import broker_with_devices
 from tests.conftest import RunningListener, make_settings
-from tests.helpers import wait_until
+from tests.helpers import close_web_app, wait_until
 from tests.test_commands_api import make_app, post, tokens
 
 pytestmark = pytest.mark.broker
@@ -115,7 +114,7 @@ def test_a_rolling_reboot_of_ten_screens_runs_three_at_a_time(db, broker, profil
         intervals = [(released[c.id], c.finished_at) for c in commands]
         assert most_running_at_once(intervals) == PARALLEL
     finally:
-        stop_dispatcher(app)
+        close_web_app(app)
         scheduler.stop()
         loop.join(timeout=20)
         publisher.stop()

@@ -14,9 +14,8 @@ from core.models import AuditEntry, Client, ClientCommand, CommandLock
 from mqtt_client.dispatch import CommandDispatcher
 from mqtt_client.publisher import Publisher
 from scheduler.commands import PublishGroupAssignments
-from server.dispatch import stop_dispatcher
 from tests.conftest import make_settings
-from tests.helpers import free_port, wait_until
+from tests.helpers import close_web_app, free_port, wait_until
 from tests.test_commands_api import count, make_app, post, tokens
 
 pytestmark = pytest.mark.broker
@@ -26,7 +25,7 @@ pytestmark = pytest.mark.broker
 def app(db, broker):
     app = make_app(db, broker)
     yield app
-    stop_dispatcher(app)
+    close_web_app(app)
 
 
 @pytest.fixture
@@ -188,7 +187,7 @@ def test_an_assignment_made_while_the_broker_is_away_is_published_later(db, brok
         assert put(away, f"/api/clients/{screen.uuid}/group", auth["operator"],
                    {"groupId": group["id"]}).status_code == 200
     finally:
-        stop_dispatcher(away)
+        close_web_app(away)
     assert screen.messages == []
     publisher = Publisher.start(make_settings(broker, db.url), "test-scheduler-groups")
     try:
@@ -270,4 +269,4 @@ def test_a_group_command_issues_per_member_and_says_what_it_refused(db, broker, 
         assert post(capped, "/api/groups/99/commands", auth["operator"],
                     {"action": "reboot_host", "reason": "x"}).status_code == 404
     finally:
-        stop_dispatcher(capped)
+        close_web_app(capped)
