@@ -97,6 +97,27 @@ class Settings(BaseModel):
         5, alias="GROUP_COMMAND_MAX_PARALLEL", ge=1, le=10_000
     )
 
+    # Screenshots (the dashboard and screenshot topics), stored by the listener's own path.
+    screenshot_dir: str = Field("var/screenshots", alias="SCREENSHOT_DIR", min_length=1)
+    screenshot_max_bytes: int = Field(
+        2_000_000, alias="SCREENSHOT_MAX_BYTES", ge=10_000, le=50_000_000
+    )
+    screenshot_max_pixels: int = Field(
+        20_000_000, alias="SCREENSHOT_MAX_PIXELS", ge=10_000, le=200_000_000
+    )
+    screenshot_history: int = Field(20, alias="SCREENSHOT_HISTORY", ge=1, le=10_000)
+    priority_screenshot_ttl_seconds: int = Field(
+        600, alias="PRIORITY_SCREENSHOT_TTL_SECONDS", ge=0, le=7 * 86_400
+    )
+    screenshot_disk_budget_mb: int = Field(
+        2048, alias="SCREENSHOT_DISK_BUDGET_MB", ge=1, le=10_000_000
+    )
+    screenshot_min_role: Literal["viewer", "operator", "admin"] = Field(
+        "viewer", alias="SCREENSHOT_MIN_ROLE"
+    )
+    # The same picture this long raises screen_frozen; 0: not watched.
+    screen_frozen_seconds: int = Field(0, alias="SCREEN_FROZEN_SECONDS", ge=0, le=7 * 86_400)
+
     crash_recovery_enabled: bool = Field(False, alias="CRASH_RECOVERY_ENABLED")
     crash_recovery_max_attempts: int = Field(3, alias="CRASH_RECOVERY_MAX_ATTEMPTS", ge=1, le=100)
     crash_recovery_window_seconds: int = Field(
@@ -322,6 +343,15 @@ def load_settings(
             f"BROKER_MAX_PACKET_BYTES ({settings.broker_max_packet_bytes}) must be larger than "
             f"LISTENER_MAX_PAYLOAD_BYTES ({settings.listener_max_payload_bytes}): the broker "
             "would disconnect devices for messages the listener accepts"
+        )
+    # A dashboard carries the picture in base64 (a third larger) inside its JSON.
+    largest_dashboard = settings.screenshot_max_bytes * 4 // 3 + 65_536
+    if settings.broker_max_packet_bytes <= largest_dashboard:
+        raise ConfigError(
+            f"BROKER_MAX_PACKET_BYTES ({settings.broker_max_packet_bytes}) must be larger than "
+            f"a dashboard with a picture of SCREENSHOT_MAX_BYTES ({settings.screenshot_max_bytes}"
+            f"; about {largest_dashboard} bytes in base64 JSON): the broker would disconnect "
+            "screens for pictures the listener accepts"
         )
     _check_tls(settings)
     if settings.is_production:

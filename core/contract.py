@@ -316,7 +316,7 @@ def excerpt(payload: bytes, limit: int = 120) -> str:
     return text + ("…" if len(payload) > limit else "")
 
 
-def _classify(error: dict[str, Any]) -> str:
+def classify_error(error: dict[str, Any]) -> str:
     kind = error["type"]
     if kind == "json_invalid":
         return INVALID_JSON
@@ -331,7 +331,7 @@ def _classify(error: dict[str, Any]) -> str:
     return INVALID_VALUE
 
 
-def _describe(error: dict[str, Any]) -> str:
+def describe_error(error: dict[str, Any]) -> str:
     where = ".".join(str(part) for part in error["loc"]) or "payload"
     return f"{where}: {error['msg']}"
 
@@ -372,7 +372,7 @@ def parse_message(
         parsed = _SCHEMAS[kind].model_validate_json(payload)
     except ValidationError as exc:
         error = exc.errors(include_url=False)[0]
-        return reject(_classify(error), _describe(error))
+        return reject(classify_error(error), describe_error(error))
     for named in parsed.named_uuids():
         if named != client_uuid:
             return reject(UUID_MISMATCH, f"payload names {named[:40]!r}, topic names {client_uuid}")

@@ -118,6 +118,17 @@ class Client(Base):
     power_state: Mapped[dict[str, Any] | None]
     power_state_at: Mapped[datetime | None]
 
+    # The dashboard's runtime blocks (system_info, process_health) as last sent.
+    runtime: Mapped[dict[str, Any] | None]
+    runtime_at: Mapped[datetime | None]
+    # What the screen shows, kept by the screenshot path: since when it is black, and since
+    # when its picture has not changed (a fingerprint), and whether that was reported.
+    screen_black_since: Mapped[datetime | None]
+    screen_fingerprint: Mapped[str | None] = mapped_column(String(32))
+    screen_fingerprint_since: Mapped[datetime | None]
+    screen_frozen_reported: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                         server_default=false())
+
     presence: Mapped[str | None] = mapped_column(String(8))
     presence_session: Mapped[int | None] = mapped_column(BigInteger)
     presence_at: Mapped[datetime | None]
@@ -156,6 +167,35 @@ class ClientLog(Base):
     received_at: Mapped[datetime]
     message: Mapped[str] = mapped_column(Text)
     context: Mapped[dict[str, Any] | None]
+
+
+class Screenshot(Base):
+    """One capture of what a screen showed. The picture and its thumbnail are files under
+    SCREENSHOT_DIR (core.screenshot_store); a row and its files are written and removed
+    together, and a reconciliation removes either one left alone by a crash."""
+
+    __tablename__ = "screenshots"
+    __table_args__ = (
+        Index("ix_screenshots_client_uuid_id", "client_uuid", "id"),
+        CheckConstraint("type IN ('periodic', 'event_start', 'event_stop')", name="type"),
+    )
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    client_uuid: Mapped[str] = mapped_column(
+        String(36), ForeignKey("clients.uuid", ondelete="CASCADE")
+    )
+    captured_at: Mapped[datetime]
+    received_at: Mapped[datetime] = mapped_column(index=True)
+    type: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(16))  # dashboard, screenshot (legacy)
+    format: Mapped[str] = mapped_column(String(8))  # jpeg, png
+    bytes: Mapped[int] = mapped_column(Integer)
+    thumb_bytes: Mapped[int] = mapped_column(Integer)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    black: Mapped[bool] = mapped_column(Boolean)
+    file: Mapped[str] = mapped_column(String(128))  # relative to SCREENSHOT_DIR
 
 
 class ClientActivity(Base):

@@ -13,18 +13,9 @@ from pathlib import Path
 
 from core.clock import utc_now
 from core.config import ConfigError, Settings, load_settings
+from core.logs import configure_logging
 
 log = logging.getLogger("infoscreen")
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%Y-%m-%dT%H:%M:%S",
-    )
-    logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 # Process commands

@@ -96,6 +96,9 @@ def init_compose(args: argparse.Namespace, settings: Settings) -> int:
             guard_plugin=GUARD_PLUGIN,
         )
     )
+    # The listener writes screenshots there and the server reads them: a folder of the user
+    # the services run as (a named volume would belong to root).
+    (COMPOSE_DIR / "screenshots").mkdir(parents=True, exist_ok=True)
     print(f"wrote secrets to {secrets_dir} and the broker's files to {broker_dir}")
     print(f"devices connect with TLS to port {TLS_PORT} and trust {cert_dir / 'ca-bundle.crt'}")
     if args.mtls_port:

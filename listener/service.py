@@ -9,6 +9,8 @@ messages they committed: a QoS 1 message is acknowledged to the broker only then
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import signal
 import threading
 from typing import Any, Protocol
@@ -19,8 +21,12 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from core.clock import Clock, utc_now
 from core.config import Settings
 from core.contract import subscription_topics
+from core.db import make_engine, make_session_factory
+from core.screenshots import screenshot_topics
 from listener.acks import Acknowledger
 from listener.intake import InlineSink, Intake, build_batcher
+from listener.screenshots import RECEIVE_MAXIMUM as SCREENSHOT_WINDOW
+from listener.screenshots import ScreenshotSink
 from listener.writer import ProcessSink
 from mqtt_client import connect_async, default_client_id, service_client
 
@@ -29,6 +35,7 @@ log = logging.getLogger(__name__)
 SESSION_EXPIRY_SECONDS = 3600  # the broker keeps queueing for us across restarts this long
 SHUTDOWN_DRAIN_SECONDS = 30
 RECEIVE_MAXIMUM_CEILING = 65_535  # the largest Receive Maximum MQTT 5 can express
+SCREENSHOT_NICENESS = 10
 
 
 class Sink(Protocol):
@@ -48,12 +55,19 @@ class Listener:
         *,
         clock: Clock = utc_now,
         client_id: str | None = None,
+        topics: list[str] | None = None,
+        receive_maximum: int | None = None,
+        companion: Any = None,
     ):
         self.settings = settings
         self.sink = sink
         self.clock = clock
         self.exit_code = 0
-        self.topics = subscription_topics(settings.mqtt_topic_prefix)
+        self.topics = topics or subscription_topics(settings.mqtt_topic_prefix)
+        self.window = receive_maximum
+        # A process that runs beside this one (the screenshot path): if it dies, we stop too,
+        # so that a supervisor restarts both.
+        self.companion = companion
         self.subscribed = threading.Event()
         self.stopping = threading.Event()
         self.taking = threading.Event()  # cleared at shutdown: what arrives then is not taken
@@ -140,6 +154,8 @@ class Listener:
         Beyond the window the broker queues for us (max_queued_messages), as it does while
         the listener restarts.
         """
+        if self.window is not None:
+            return self.window
         return min(RECEIVE_MAXIMUM_CEILING, 2 * self.settings.listener_batch_size)
 
     def start(self) -> None:
@@ -158,7 +174,7 @@ class Listener:
             while not self.stopping.is_set():
                 while self.step() and not self.stopping.is_set():
                     pass
-                problem = self.sink.failed()
+                problem = self.sink.failed() or self._companion_failed()
                 if problem:
                     log.error("%s; stopping so that a supervisor restarts the listener", problem)
                     self.exit_code = 1
@@ -168,6 +184,11 @@ class Listener:
 
     def stop(self, *_args: Any) -> None:
         self.stopping.set()
+
+    def _companion_failed(self) -> str | None:
+        if self.companion is None or self.companion.is_alive():
+            return None
+        return f"the {self.companion.name} process exited with code {self.companion.exitcode}"
 
     def shutdown(self) -> None:
         """Stop taking messages, then write everything taken. Messages the broker still holds
@@ -214,9 +235,59 @@ def build_listener(
     return Listener(settings, sink, clock=clock, client_id=client_id)
 
 
+def screenshot_client_id(base: str) -> str:
+    return f"{base}-screenshots"
+
+
+def build_screenshot_listener(settings: Settings, *, client_id: str, clock: Clock = utc_now):
+    """The screenshot listener, writing in the calling process."""
+    engine = make_engine(settings.database_url, writer=True)
+    sink = ScreenshotSink(settings, make_session_factory(engine), clock=clock)
+    return Listener(settings, sink, clock=clock, client_id=screenshot_client_id(client_id),
+                    topics=screenshot_topics(settings.mqtt_topic_prefix),
+                    receive_maximum=SCREENSHOT_WINDOW)
+
+
+def screenshot_main(settings: Settings, client_id: str, log_level: str) -> None:
+    """The screenshot process: a listener of its own until SIGTERM (the parent's stop)."""
+    from core.logs import configure_logging
+
+    configure_logging(log_level)
+    # Telemetry first: on a busy machine pictures wait, heartbeats do not.
+    os.nice(SCREENSHOT_NICENESS)
+    listener = build_screenshot_listener(settings, client_id=client_id)
+    signal.signal(signal.SIGTERM, listener.stop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    listener.run()
+    raise SystemExit(listener.exit_code)
+
+
+def start_screenshot_process(settings: Settings, client_id: str, log_level: str):
+    process = multiprocessing.get_context("spawn").Process(
+        target=screenshot_main, args=(settings, client_id, log_level),
+        name="listener-screenshots")
+    process.start()
+    return process
+
+
+def stop_screenshot_process(process: Any, timeout: float = 40.0) -> None:
+    if process.is_alive():
+        process.terminate()  # SIGTERM: it stops taking, stores what it took, and leaves
+        process.join(timeout)
+    if process.is_alive():
+        process.kill()
+        process.join(5)
+
+
 def run(settings: Settings) -> int:
-    listener = Listener(settings, ProcessSink(settings, settings.log_level))
+    client_id = settings.listener_client_id or default_client_id("listener")
+    screenshots = start_screenshot_process(settings, client_id, settings.log_level)
+    listener = Listener(settings, ProcessSink(settings, settings.log_level),
+                        client_id=client_id, companion=screenshots)
     signal.signal(signal.SIGTERM, listener.stop)
     signal.signal(signal.SIGINT, listener.stop)
-    listener.run()
+    try:
+        listener.run()
+    finally:
+        stop_screenshot_process(screenshots)
     return listener.exit_code

@@ -142,7 +142,7 @@ def report_committed(conn: Connection, committed: int, reported: int) -> int:
 
 def writer_main(settings: Settings, conn: Connection, log_level: str) -> None:
     """Child side: parse, batch and write until the parent says stop (or goes away)."""
-    from infoscreen.cli import configure_logging
+    from core.logs import configure_logging
     from listener.intake import Intake, build_batcher
 
     # The parent coordinates shutdown: a Ctrl-C must not stop us before we drained.

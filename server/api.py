@@ -21,6 +21,7 @@ from core.fleet import (
     open_service_failed,
 )
 from core.models import Client
+from core.screenshot_store import screenshot_overview
 from server import schemas
 from server.auth import current_principal, require_role
 from server.extensions import current_settings, db
@@ -129,13 +130,17 @@ def overview(args):
         .order_by(Client.mqtt_reconnect_count.desc().nulls_last(), Client.uuid)
         .offset((args["page"] - 1) * args["perPage"]).limit(args["perPage"])
     )
+    rows = list(rows)
+    shots = screenshot_overview(db.session, [r.uuid for r in rows], utc_now(),
+                                s.priority_screenshot_ttl_seconds)
     figures = [
         {"uuid": r.uuid, "hostname": r.hostname, "mqttReconnectCount": r.mqtt_reconnect_count,
-         "mqttLastDisconnectAt": iso(r.mqtt_last_disconnect_at)}
+         "mqttLastDisconnectAt": iso(r.mqtt_last_disconnect_at), **shots.clients[r.uuid]}
         for r in rows
     ]
     return {"counts": counts, "total": counts["total"], "page": args["page"],
-            "perPage": args["perPage"], "clients": figures}
+            "perPage": args["perPage"], "clients": figures,
+            "summary": {"activePriorityScreenshots": shots.active_priority}}
 
 
 @bp.route("/events")

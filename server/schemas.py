@@ -16,6 +16,7 @@ CLIENT_ID = validate.Regexp(CLIENT_ID_RE.pattern, error="must be a client uuid")
 
 
 MAX_ID = 2**31 - 1  # group ids are 32-bit integers
+MAX_SHOT_ID = 2**63 - 1
 
 # Far beyond any real list; keeps OFFSET within the 64-bit integers databases accept.
 MAX_PAGE = 1_000_000
@@ -154,12 +155,22 @@ class ReconnectFiguresSchema(Schema):
     hostname = fields.String(allow_none=True)
     mqttReconnectCount = fields.Integer(allow_none=True)
     mqttLastDisconnectAt = fields.String(allow_none=True)
+    latestScreenshotType = fields.String(allow_none=True)
+    priorityScreenshotType = fields.String(allow_none=True)
+    priorityScreenshotReceivedAt = fields.String(allow_none=True)
+    hasActivePriorityScreenshot = fields.Boolean()
+
+
+class OverviewSummarySchema(Schema):
+    activePriorityScreenshots = fields.Integer(metadata={
+        "description": "screens whose event_start/event_stop capture is still active"})
 
 
 class OverviewSchema(PagedSchema):
     counts = fields.Dict(keys=fields.String(), values=fields.Integer())
     clients = fields.List(fields.Nested(ReconnectFiguresSchema),
                           metadata={"description": "reconnect figures, most reconnects first"})
+    summary = fields.Nested(OverviewSummarySchema)
 
 
 class EventSchema(Schema):
@@ -304,3 +315,24 @@ class GroupCommandResultSchema(Schema):
     maxParallel = fields.Integer()
     issued = fields.List(fields.Nested(CommandSchema))
     refused = fields.List(fields.Nested(GroupCommandRefusalSchema))
+
+
+class PictureArgs(Schema):
+    size = fields.String(load_default="full", validate=validate.OneOf(["full", "thumb"]),
+                         metadata={"description": "thumb: the thumbnail made at ingest"})
+
+
+class ScreenshotSchema(Schema):
+    id = fields.Integer()
+    capturedAt = fields.String()
+    receivedAt = fields.String()
+    type = fields.String(metadata={"enum": ["periodic", "event_start", "event_stop"]})
+    bytes = fields.Integer()
+    width = fields.Integer()
+    height = fields.Integer()
+    url = fields.String()
+    thumbUrl = fields.String()
+
+
+class ScreenshotPageSchema(PagedSchema):
+    items = fields.List(fields.Nested(ScreenshotSchema))

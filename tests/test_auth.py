@@ -38,6 +38,11 @@ def sign_in(client, username: str) -> str:
     return response.get_json()["csrfToken"]
 
 
+# Routes for scripts and tools: 401, not a redirect to the sign-in page. /screenshots/ are the
+# deployed server's picture routes, which its tools call.
+SCRIPT_ROUTES = ("/api/", "/screenshots/")
+
+
 def protected_routes(app) -> list[tuple[str, str, str]]:
     """(method, path, required role) of every route but the public ones."""
     routes = []
@@ -62,7 +67,7 @@ def test_every_protected_route_refuses_anonymous_users(app):
     client = app.test_client()
     for method, path, _ in protected_routes(app):
         response = client.open(path, method=method)
-        if path.startswith("/api/"):
+        if path.startswith(SCRIPT_ROUTES):
             # A state change without a session fails the CSRF check before sign-in is asked.
             expected = (401,) if method == "GET" else (401, 403)
             assert response.status_code in expected, (method, path)
@@ -78,7 +83,7 @@ def test_every_protected_api_route_checks_the_role(app, tokens, role):
 
     client = app.test_client()
     for method, path, required in protected_routes(app):
-        if not path.startswith("/api/") or path == "/api/auth/logout":
+        if not path.startswith(SCRIPT_ROUTES) or path == "/api/auth/logout":
             continue
         response = client.open(path, method=method,
                                headers={"Authorization": f"Bearer {tokens[role]}"})

@@ -139,3 +139,15 @@ def test_compose_init_can_add_a_mutual_tls_listener(tmp_path, monkeypatch):
     assert main(["compose", "init", "--mtls-port", "8884"]) == 0
     conf = (tmp_path / "var/compose/broker/mosquitto.conf").read_text()
     assert "listener 8884 0.0.0.0" in conf and "require_certificate true" in conf
+
+
+def test_the_listener_stores_screenshots_where_the_server_reads_them():
+    services = COMPOSE["services"]
+    folder = "./var/compose/screenshots:/var/lib/infoscreen/screenshots"
+    assert folder in services["listener"]["volumes"]
+    assert f"{folder}:ro" in services["server"]["volumes"]
+    for name in ("listener", "server"):
+        env = services[name]["environment"]
+        assert env["SCREENSHOT_DIR"] == "/var/lib/infoscreen/screenshots"
+        assert "./var/compose/broker/certs/ca-bundle.crt:/run/infoscreen/ca-bundle.crt:ro" in \
+            services[name]["volumes"]

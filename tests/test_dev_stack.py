@@ -116,11 +116,13 @@ def test_dev_runs_the_stack_with_simulated_screens_and_ctrl_c_stops_it(tmp_path)
             assert sent.returncode == 0, sent.stderr
         assert "already connected" not in output_file.read_text()
 
-        # The listener's writer process dies: the listener exits, and the stack brings it back.
+        # One of the listener's worker processes (its writer, its screenshot path) dies: the
+        # listener exits, and the stack brings it back.
         listener = the_listener(proc.pid)
         assert listener is not None
-        [writer] = [pid for pid, command in children(listener) if "spawn_main" in command]
-        os.kill(writer, signal.SIGKILL)
+        workers = [pid for pid, command in children(listener) if "spawn_main" in command]
+        assert len(workers) == 2
+        os.kill(max(workers), signal.SIGKILL)
         wait_until(lambda: the_listener(proc.pid) not in (None, listener), timeout=30,
                    interval=0.2, message="a new listener process")
         discovery = {"uuid": settings["DEVICE_UUID"], "hostname": "after-respawn",

@@ -267,9 +267,9 @@ def stop_listener_process(proc: subprocess.Popen) -> tuple[int | None, str]:
 @pytest.mark.broker
 @pytest.mark.slow
 def test_killing_the_writer_process_under_load_loses_no_acknowledged_message(
-    db, broker, publish_as, record_property
+    db, broker, publish_as, record_property, tmp_path
 ):
-    env = process_env(broker, db, LISTENER_BATCH_SIZE=str(KILL_BATCH),
+    env = process_env(broker, db, tmp_path, LISTENER_BATCH_SIZE=str(KILL_BATCH),
                       LISTENER_LOG_CAP_PER_CLIENT="1000000")
     device = broker.device_a
     topic = f"infoscreen/{device.username}/logs/info"

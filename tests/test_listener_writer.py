@@ -30,25 +30,28 @@ def test_records_survive_the_pipe_exactly():
     assert list(unpack(bytes(buffer))) == sent
 
 
-def writer_pid(parent: int) -> int | None:
-    """The writer among the listener's children (multiprocessing also starts a tracker)."""
-    children = Path(f"/proc/{parent}/task/{parent}/children")
-    for pid in children.read_text().split() if children.exists() else []:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        if b"spawn_main" in cmdline:
-            return int(pid)
-    return None
+def children(parent: int) -> list[int]:
+    """The listener's worker processes, oldest first: the screenshot path, then the writer
+    (multiprocessing also starts a resource tracker, which is not one)."""
+    listing = Path(f"/proc/{parent}/task/{parent}/children")
+    pids = [int(pid) for pid in (listing.read_text().split() if listing.exists() else [])
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    return sorted(pids)
 
 
 @pytest.mark.broker
-def test_the_listener_exits_with_an_error_when_its_writer_dies(db, broker):
+@pytest.mark.parametrize("which, name", [(0, "listener-screenshots"), (1, "writer")])
+def test_the_listener_exits_with_an_error_when_one_of_its_processes_dies(db, broker, tmp_path,
+                                                                         which, name):
     proc = subprocess.Popen([sys.executable, "-m", "infoscreen", "listener"],
-                            env=process_env(broker, db), stderr=subprocess.PIPE, text=True)
+                            env=process_env(broker, db, tmp_path), stderr=subprocess.PIPE,
+                            text=True)
     try:
-        child = wait_until(lambda: writer_pid(proc.pid), timeout=15, message="writer process")
-        os.kill(child, signal.SIGKILL)
+        workers = wait_until(lambda: len(children(proc.pid)) == 2 and children(proc.pid),
+                             timeout=15, message="both worker processes")
+        os.kill(workers[which], signal.SIGKILL)
         assert proc.wait(timeout=30) == 1
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert "writer process exited" in proc.stderr.read()
+    assert f"{name} process exited" in proc.stderr.read()
