@@ -39,6 +39,12 @@ def children(parent: int) -> list[int]:
     return sorted(pids)
 
 
+def writer_pid(parent: int) -> int | None:
+    """The writer, once both worker processes run (it starts second)."""
+    workers = children(parent)
+    return workers[-1] if len(workers) == 2 else None
+
+
 @pytest.mark.broker
 @pytest.mark.parametrize("which, name", [(0, "listener-screenshots"), (1, "writer")])
 def test_the_listener_exits_with_an_error_when_one_of_its_processes_dies(db, broker, tmp_path,
