@@ -30,7 +30,16 @@ def _events(session: Session, rows: list[Any], type_: str, severity: str, now: d
 
 
 def _move(session: Session, where: ColumnElement[bool], values: dict[str, Any]) -> list[Any]:
-    chunk = select(Client.uuid).where(where).limit(CHUNK).scalar_subquery()
+    # The chunk's rows are locked first, in uuid order: two schedulers acting at once (a
+    # lost leader lock) then wait for each other instead of deadlocking on rows each
+    # locked first. (SQLite has one writer at a time.)
+    chunk: Any = select(Client.uuid).where(where).order_by(Client.uuid).limit(CHUNK)
+    if session.get_bind().dialect.name == "postgresql":
+        chunk = list(session.scalars(chunk.with_for_update()))
+        if not chunk:
+            return []
+    else:
+        chunk = chunk.scalar_subquery()
     # `where` again on the outer statement: a step that waited for another one's row locks
     # re-checks it against the rows as they are now, and leaves alone what already moved.
     return session.execute(
