@@ -271,7 +271,8 @@ def run_dev(settings: Settings, args: argparse.Namespace) -> int:
             f"{me} simulate --clients {clients} --credentials {SIM_CREDENTIALS} "
             f"--profile-mix {SIM_PROFILE_MIX} --start-delay {SIM_START_DELAY} "
             "--heartbeat-interval 10 --health-interval 20 --discovery-interval 30 "
-            "--service-failed-rate 0.01",
+            "--service-failed-rate 0.01 --screenshot-interval 30 --event-seconds 120 "
+            "--black-screen-rate 0.02",
             MQTT_PORT=values["DEVICE_MQTT_PORT"])
     print(banner(values, clients, config.conf_file), flush=True)
     manager.loop()

@@ -27,10 +27,11 @@ from core.config import Settings
 from core.contract import CLIENT_ID_RE
 from core.files import write_private
 from mosquitto.accounts import AccountStore, generate_password, reload_broker
-from simulator.device import REFERENCE, DeviceOptions
+from simulator.device import BLACK_CAPTURES, REFERENCE, DeviceOptions
 from simulator.fleet import run_fleet_processes
 from simulator.loadgen import LoadError, TlsOptions, client_ids, run_load
 from simulator.profiles import PROFILES, parse_mix
+from simulator.screen import SIZE
 from simulator.tv import format_standby, parse_standby
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,23 @@ def _probability(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"is a probability between 0 and 1, got {text}")
     return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _picture_size(text: str) -> tuple[int, int]:
+    width, sep, height = text.lower().partition("x")
+    if not (sep and width.isdigit() and height.isdigit()):
+        raise argparse.ArgumentTypeError(f"is WIDTHxHEIGHT in pixels, e.g. 1280x720, got {text!r}")
+    size = (int(width), int(height))
+    if not all(16 <= side <= 7680 for side in size):
+        raise argparse.ArgumentTypeError(f"each side is 16 to 7680 pixels, got {text!r}")
+    return size
 
 
 def _profile_mix(text: str) -> tuple[tuple[str, int], ...]:
@@ -215,6 +233,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "result error (default: %(default)s)",
     )
     fleet.add_argument(
+        "--screenshot-interval",
+        type=_non_negative_float,
+        default=60.0,
+        metavar="SECONDS",
+        help="send a screenshot of the screen's content this often, 0 for none: "
+        "infoscreen-2025 as its dashboard (schema v2), reference on the legacy screenshot "
+        "topic as a raw JPEG (default: %(default)s)",
+    )
+    fleet.add_argument(
+        "--event-seconds",
+        type=_positive_float,
+        default=DeviceOptions.event_seconds,
+        metavar="SECONDS",
+        help="each event of the simulated playlist lasts this long; as one stops and the next "
+        "starts the screen sends an event_stop and an event_start capture "
+        "(default: %(default)s)",
+    )
+    fleet.add_argument(
+        "--black-screen-rate",
+        type=_probability,
+        default=0.0,
+        metavar="P",
+        help="probability that a periodic screenshot starts a black episode (a dead HDMI "
+        f"output) of {BLACK_CAPTURES[0]} to {BLACK_CAPTURES[1]} captures "
+        "(default: %(default)s)",
+    )
+    fleet.add_argument(
+        "--screenshot-size",
+        type=_picture_size,
+        default=SIZE,
+        metavar="WxH",
+        help=f"size of the screenshots in pixels (default: {SIZE[0]}x{SIZE[1]})",
+    )
+    fleet.add_argument(
         "--processes",
         type=_positive_int,
         default=1,
@@ -330,6 +382,10 @@ def _run_fleet(settings: Settings, args: argparse.Namespace, stop: threading.Eve
             tv_standby=args.tv_standby,
             tv_timezone=args.tv_timezone,
             tv_error_rate=args.tv_error_rate,
+            screenshot_interval=args.screenshot_interval,
+            event_seconds=args.event_seconds,
+            black_screen_rate=args.black_screen_rate,
+            screenshot_size=args.screenshot_size,
         )
     except (CredentialsError, ValueError) as exc:
         return _fail(str(exc), EXIT_USAGE)

@@ -3,7 +3,9 @@
 The payload builders take plain values and return the JSON object a deployed client sends, so
 tests validate them against `core.contract` without a broker. `SimulatedDevice` owns one paho
 client logged in as the device (username = uuid) and reacts to the broker in guarded callbacks;
-its periodic work (`send_heartbeat`, `health_tick`) is driven by the fleet's scheduler.
+its periodic work (`send_heartbeat`, `health_tick`, `send_screenshot`, `change_event`) is
+driven by the fleet's scheduler. The screen walks a playlist of events (simulator.screen) and,
+when screenshots are on, sends what it shows periodically and as each event stops and starts.
 
 Commands are answered as a deployed client answers them: `accepted` at once, then
 `execution_started`, then `completed` or `failed`. `parse_command` and `plan_command` are pure;
@@ -12,7 +14,8 @@ callback never waits and tests run each step without sleeping. `reboot_host` dro
 connection (the broker publishes the will), comes back through the fleet's `Link`, and reports
 `completed` after the reconnect; `shutdown_host` stays down for the rest of the run.
 
-What differs between client generations (health shape, ack keys, the actions run, extra topics)
+What differs between client generations (health shape, ack keys, the actions run, extra
+topics, the screenshot's topic and shape)
 is asked of the device's `Profile`; this module's `Profile` is the reference client, and
 `simulator.profiles` holds the deployed ones.
 """
@@ -37,6 +40,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from core.clock import Clock, as_utc, iso_z, utc_now
 from core.contract import CLIENT_ID_RE, device_topic
+from simulator import screen
+from simulator.screen import EVENT_START, EVENT_STOP, PERIODIC, Event, Screenshot
 
 if TYPE_CHECKING:
     from simulator.tv import Tv
@@ -78,6 +83,7 @@ FAILURE_SECONDS = (0.5, 2.0)  # execution_started -> failed
 HANDLED_COMMANDS_KEPT = 1000  # command ids remembered to spot a redelivery
 # A host going down first lets its agent hand what it sent to the broker (else paho would send
 # it again after the reboot, which a rebooted host cannot): at most this many short waits.
+BLACK_CAPTURES = (2, 4)  # a black episode lasts this many periodic captures
 DRAIN_POLL_SECONDS = 0.01
 DRAIN_POLLS = 100
 
@@ -302,11 +308,27 @@ class DeviceOptions:
     tv_standby: tuple[time, time] = (time(22, 0), time(6, 0))
     tv_timezone: str | None = None
     tv_error_rate: float = 0.0
+    # Screenshots (simulator.screen): one every screenshot_interval seconds (0: none), and one
+    # as each event of the playlist stops and the next starts, every event_seconds; a periodic
+    # capture starts a black episode (the HDMI output died) with black_screen_rate.
+    screenshot_interval: float = 0.0
+    event_seconds: float = 300.0
+    black_screen_rate: float = 0.0
+    screenshot_size: tuple[int, int] = screen.SIZE
 
     def __post_init__(self) -> None:
         if min(self.heartbeat_interval, self.health_interval, self.discovery_interval) <= 0:
             raise ValueError("heartbeat, health and discovery intervals must be positive")
-        for name in ("crash_rate", "service_failed_rate", "command_failure_rate", "tv_error_rate"):
+        if self.screenshot_interval < 0 or self.event_seconds <= 0:
+            raise ValueError(
+                "screenshot_interval is 0 (off) or positive, event_seconds positive"
+            )
+        if not all(16 <= side <= 7680 for side in self.screenshot_size):
+            raise ValueError(
+                f"screenshot_size is (width, height), each 16 to 7680, got {self.screenshot_size!r}"
+            )
+        for name in ("crash_rate", "service_failed_rate", "command_failure_rate", "tv_error_rate",
+                     "black_screen_rate"):  # fmt: skip
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} is a probability between 0 and 1, got {value!r}")
@@ -423,6 +445,8 @@ class DeviceState:
     restart_count: int  # player restarts since the boot
     reconnect_count: int
     last_disconnect_at: datetime | None
+    event: Event  # what the schedule shows now (simulator.screen.PLAYLIST)
+    uptime_s: float
 
 
 @dataclass(frozen=True)
@@ -474,6 +498,13 @@ class Profile:
         """The screen's TV when this client reports its power state; None: it does not."""
         return None
 
+    def screenshot(
+        self, client_uuid: str, capture: Screenshot, state: DeviceState
+    ) -> tuple[str, bytes]:
+        """(topic suffix, payload) of a capture: here the legacy topic's raw JPEG, which says
+        nothing of why it was taken."""
+        return screen.LEGACY, screen.legacy_screenshot_payload(capture.jpeg)
+
     def __repr__(self) -> str:
         return f"<profile {self.name}>"
 
@@ -518,6 +549,7 @@ class SimulatedDevice:
             self._health_rng = random.Random(None if seed is None else f"{seed}:health")
         tv_rng = random.Random(None if seed is None else f"{seed}:tv")
         self.tv = profile.tv(client_uuid, options, tv_rng)
+        self._screen_rng = random.Random(None if seed is None else f"{seed}:screen")
         self.group_id: int | None = None  # from the retained group_id topic, once received
         # The fleet runs callbacks, periodic work and command steps on one thread; the lock
         # keeps a device correct under paho's own network thread too.
@@ -533,6 +565,10 @@ class SimulatedDevice:
         self.service_failures = 0
         self.commands_handled = 0
         self.power = POWER_ON
+        self.booted_at = clock()
+        self._event_number = 0  # position in the playlist, from the screen's own start
+        self._black_left = 0  # periodic captures still black in this episode
+        self.screenshots_sent = 0
         self._boot = 0  # a step of a command planned before a reboot is void after it
         # command_id -> the last ack sent for it (None until the first), oldest first
         self._commands: OrderedDict[str, dict[str, Any] | None] = OrderedDict()
@@ -797,6 +833,8 @@ class SimulatedDevice:
         with self._lock:
             if self.power != REBOOTING:
                 return
+            self.booted_at = self.clock()
+            self._black_left = 0  # a reboot brings the output back
         if self._link is None:
             log.warning("device %s cannot reconnect: it was never started", self.uuid)
             return
@@ -854,18 +892,22 @@ class SimulatedDevice:
                 self._crash_left = self.rng.randint(*self.options.crash_intervals)
             return self.rng.random() < self.options.service_failed_rate
 
-    def _health(self, now: datetime) -> dict[str, Any]:
+    def _state(self, now: datetime) -> DeviceState:
         with self._lock:
             running = self.process_status != "crashed"
-            state = DeviceState(
+            return DeviceState(
                 index=self.index,
                 process_status=self.process_status,
                 process_pid=PLAYER_PID + PLAYER_PID_STEP * self.restart_count if running else None,
                 restart_count=self.restart_count,
                 reconnect_count=self.reconnect_count,
                 last_disconnect_at=self.last_disconnect_at,
+                event=screen.event_for(self.index, self._event_number),
+                uptime_s=max((now - self.booted_at).total_seconds(), 0.0),
             )
-            return self.profile.health(now, state, self._health_rng)
+
+    def _health(self, now: datetime) -> dict[str, Any]:
+        return self.profile.health(now, self._state(now), self._health_rng)
 
     def check_tv(self) -> None:
         """Follow the TV schedule, and report a change. Checked only while connected, so that
@@ -880,6 +922,39 @@ class SimulatedDevice:
             log.info("device %s: TV %s (%s, %s)", self.uuid, power["applied_state"],
                      power["source"], power["result"])  # fmt: skip
 
+    def send_screenshot(self) -> None:
+        """The periodic capture; it may start, or count down, a black episode."""
+        with self._lock:
+            if self._black_left > 0:
+                self._black_left -= 1
+            elif self._screen_rng.random() < self.options.black_screen_rate:
+                self._black_left = self._screen_rng.randint(*BLACK_CAPTURES)
+        self._capture(PERIODIC)
+
+    def change_event(self) -> None:
+        """The schedule moves on: a capture as the event stops and one as the next starts."""
+        if not self.powered_on:
+            return
+        self._capture(EVENT_STOP)
+        with self._lock:
+            self._event_number += 1
+        self._capture(EVENT_START)
+
+    def _capture(self, kind: str) -> None:
+        if not (self.options.screenshot_interval and self.powered_on and self.connected):
+            return
+        now = self.clock()
+        state = self._state(now)
+        with self._lock:
+            black = self._black_left > 0
+        showing = None if state.process_status == "crashed" else state.event
+        jpeg = screen.render_screenshot(
+            hostname_for(self.index), now, showing, black, self.options.screenshot_size
+        )
+        suffix, payload = self.profile.screenshot(self.uuid, Screenshot(kind, now, jpeg), state)
+        self.client.publish(self.topic(suffix), payload, qos=1)
+        self.screenshots_sent += 1
+
     def extra_work(self) -> list[Periodic]:
         """The profile's periodic work, besides heartbeat, health tick and discovery."""
         work = []
@@ -887,6 +962,10 @@ class SimulatedDevice:
             work.append(Periodic("health report", self.profile.health_interval, self.send_health))
         if self.tv is not None:
             work.append(Periodic("tv power", self.tv.check_seconds, self.check_tv))
+        interval = self.options.screenshot_interval
+        if interval:
+            work.append(Periodic("screenshot", interval, self.send_screenshot))
+        work.append(Periodic("event change", self.options.event_seconds, self.change_event))
         return work
 
     def publish_offline(self) -> Any:

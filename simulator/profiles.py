@@ -6,7 +6,8 @@
   `process_status` or `timestamp`); acks that always carry `error_code` and `error_message`;
   commands checked against the frozen v1 schema (reboot_host, shutdown_host only, so
   restart_app fails with unsupported_action); TV power reports on `power/state`
-  (simulator.tv); and the server's retained `group_id` read and kept.
+  (simulator.tv); screenshots as its dashboard (schema v2, the capture's type and the
+  runtime blocks); and the server's retained `group_id` read and kept.
 
 A fleet's `DeviceOptions.profile_mix` gives each profile a share; `profiles_for` deals them
 out by fleet position, evenly spread, so a device keeps its profile whatever the fleet size.
@@ -28,13 +29,14 @@ from simulator.device import (
     DeviceOptions,
     DeviceState,
     Profile,
+    encode,
+    hostname_for,
+    ip_for,
 )
+from simulator.screen import DASHBOARD, PLAYER_PROCESS, Screenshot, dashboard_payload
 from simulator.tv import Tv
 
-PLAYER_PROCESS = "chromium"
 HEALTH_SECONDS = 5.0
-EVENT_TYPES = ("presentation", "web")
-FIRST_EVENT_ID = 4000  # the event a screen shows: this plus its index
 UNKNOWN_ERROR = "unknown_error"  # a failed ack needs a code; ours always name one anyway
 
 
@@ -109,8 +111,8 @@ class Infoscreen2025(Profile):
     def health(self, now: datetime, state: DeviceState, rng: random.Random) -> dict[str, Any]:
         crashed = state.process_status == "crashed"
         return deployed_health_payload(
-            event_id=FIRST_EVENT_ID + state.index,
-            event_type=EVENT_TYPES[state.index % len(EVENT_TYPES)],
+            event_id=state.event.event_id,
+            event_type=state.event.event_type,
             process_status=state.process_status,
             process_pid=state.process_pid,
             restart_count=state.restart_count,
@@ -133,6 +135,25 @@ class Infoscreen2025(Profile):
         return deployed_ack_payload(
             command_id, status, error_code=error_code, error_message=error_message
         )
+
+    def screenshot(
+        self, client_uuid: str, capture: Screenshot, state: DeviceState
+    ) -> tuple[str, bytes]:
+        payload = dashboard_payload(
+            client_uuid,
+            capture.jpeg,
+            captured_at=capture.captured_at,
+            hostname=hostname_for(state.index),
+            ip=ip_for(state.index),
+            uptime_s=state.uptime_s,
+            event_id=state.event.event_id,
+            event_type=state.event.event_type,
+            process_status=state.process_status,
+            process_pid=state.process_pid,
+            restart_count=state.restart_count,
+            capture_type=capture.kind,
+        )
+        return DASHBOARD, encode(payload)
 
     def tv(self, client_uuid: str, options: DeviceOptions, rng: random.Random) -> Tv:
         return Tv(

@@ -242,7 +242,8 @@ def test_the_reference_profile_keeps_its_acks_and_actions():
     )
     assert "restart_app" in REFERENCE.actions and REFERENCE.subscriptions == ()
     screen = Screen()
-    assert screen.device.tv is None and screen.device.extra_work() == []
+    assert screen.device.tv is None
+    assert [work.name for work in screen.device.extra_work()] == ["event change"]
     assert screen.client.subscriptions == [(topic("commands"), 1)]
 
 
