@@ -20,13 +20,18 @@ def iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
+def duration_text(seconds: float) -> str:
+    """'12 s', '5 min', '2.5 h'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def age_text(seconds: float) -> str:
     """'12 s ago', '5 min ago', '2.5 h ago': how long since a client was last seen."""
-    if seconds < 90:
-        return f"{seconds:.0f} s ago"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min ago"
-    return f"{seconds / 3600:.1f} h ago"
+    return f"{duration_text(seconds)} ago"
 
 
 def client_summary(client: Client, now: datetime, stale_seconds: int, down_seconds: int,

@@ -13,10 +13,11 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
@@ -292,6 +293,21 @@ def _apply_runtime(client: Client, capture: Capture) -> None:
         client.process_status_at = capture.received_at
 
 
+def latest_captures(session: Session, uuids: Sequence[str]) -> dict[str, Screenshot]:
+    """The newest capture of each client of `uuids` that has one, in one query."""
+    if not uuids:
+        return {}
+    return {shot.client_uuid: shot for shot in session.scalars(
+        select(Screenshot).where(Screenshot.id.in_(_newest_ids(uuids))))}
+
+
+def _newest_ids(uuids: Sequence[str], *conditions: Any):
+    """The id of each client's newest capture (that meets `conditions`), as a subquery."""
+    return (select(func.max(Screenshot.id))
+            .where(Screenshot.client_uuid.in_(uuids), *conditions)
+            .group_by(Screenshot.client_uuid))
+
+
 @dataclass
 class ScreenshotOverview:
     clients: dict[str, dict[str, object]]
@@ -303,13 +319,9 @@ def screenshot_overview(session: Session, uuids: list[str], now: datetime,
     """Per client of `uuids`: the type of its newest capture and of its newest priority
     capture, when that came, and whether it is still active (the monitoring overview)."""
     active_since = now - timedelta(seconds=priority_ttl_seconds)
-    newest = select(func.max(Screenshot.id)).where(Screenshot.client_uuid.in_(uuids)) \
-        .group_by(Screenshot.client_uuid)
-    newest_priority = select(func.max(Screenshot.id)).where(
-        Screenshot.client_uuid.in_(uuids), Screenshot.type.in_(PRIORITY_TYPES)
-    ).group_by(Screenshot.client_uuid)
+    newest_priority = _newest_ids(uuids, Screenshot.type.in_(PRIORITY_TYPES))
     latest = dict(session.execute(select(Screenshot.client_uuid, Screenshot.type)
-                                  .where(Screenshot.id.in_(newest))).all())
+                                  .where(Screenshot.id.in_(_newest_ids(uuids)))).all())
     priority = {row.client_uuid: row for row in session.execute(
         select(Screenshot.client_uuid, Screenshot.type, Screenshot.received_at)
         .where(Screenshot.id.in_(newest_priority)))}

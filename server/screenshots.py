@@ -33,9 +33,14 @@ compat = FlaskBlueprint("screenshots_compat", __name__, url_prefix="/screenshots
 CACHE_SECONDS = 3600  # a stored capture never changes; its URL names it
 
 
+def may_see_screenshots() -> bool:
+    """Whether the principal's role reaches SCREENSHOT_MIN_ROLE."""
+    return role_at_least(current_principal().role, current_settings().screenshot_min_role)
+
+
 def _may_see() -> None:
-    needed = current_settings().screenshot_min_role
-    if not role_at_least(current_principal().role, needed):
+    if not may_see_screenshots():
+        needed = current_settings().screenshot_min_role
         abort(403, message=f"screenshots need the {needed} role (SCREENSHOT_MIN_ROLE)")
 
 
@@ -73,9 +78,13 @@ def serve(shot: Screenshot | None, thumb: bool):
     return response
 
 
+def newest(client_uuid: str, limit: int) -> list[Screenshot]:
+    return list(db.session.scalars(select(Screenshot).where(Screenshot.client_uuid == client_uuid)
+                                   .order_by(Screenshot.id.desc()).limit(limit)))
+
+
 def latest(client_uuid: str) -> Screenshot | None:
-    return db.session.scalars(select(Screenshot).where(Screenshot.client_uuid == client_uuid)
-                              .order_by(Screenshot.id.desc()).limit(1)).first()
+    return next(iter(newest(client_uuid, 1)), None)
 
 
 def active_priority(client_uuid: str) -> Screenshot | None:

@@ -1,4 +1,5 @@
-"""The staff panels: fleet overview with the alert and crash panels, client detail, events.
+"""The staff panels: fleet overview with the alert and crash panels, the screenshot wall,
+client detail, events.
 
 Pages are rendered on the server; the service-failed panel refreshes itself from the API
 (frontend/static/panels.js). Device-supplied text is only ever inserted as text: Jinja
@@ -25,12 +26,14 @@ from core.fleet import (
     age_text,
     client_page,
     crashed_clients,
+    duration_text,
     event_page,
     fleet_overview,
 )
 from core.groups import assign_group, list_groups
 from core.liveness import liveness
-from core.models import Client, ClientLog
+from core.models import Client, ClientLog, Screenshot
+from core.screenshot_store import latest_captures
 from core.staff import role_at_least
 from server import schemas
 from server.auth import current_principal, require_role
@@ -38,9 +41,12 @@ from server.charts import activity_chart
 from server.commands import NeedsAdmin, issue_as
 from server.dispatch import publish_pending_assignments
 from server.extensions import current_settings, db
+from server.screenshots import active_priority, may_see_screenshots, newest, screenshot_json
 
 bp = Blueprint("web", __name__)
 PER_PAGE = 50
+WALL_PER_PAGE = 60  # tiles of the screenshot wall per page
+FRESH_SCREENSHOT_SECONDS = 600  # an older latest capture is dimmed on the wall
 PANEL_REASON = "requested in the staff panel"
 
 
@@ -65,6 +71,7 @@ POWER_ACTIONS = {
 def _page_context(**extra):
     principal = current_principal()
     return {"principal": principal, "can_ack": role_at_least(principal.role, "operator"),
+            "can_see_screenshots": may_see_screenshots(),
             "refresh_ms": int(current_settings().panel_refresh_seconds * 1000), **extra}
 
 
@@ -84,35 +91,80 @@ def _fleet_filters() -> dict:
                                                     "page")))
 
 
-@bp.get("/")
-@require_role("viewer", page=True)
-def home():
+def _fleet_page(now, per_page: int) -> dict:
+    """One page of screens under the fleet filters (the fleet page's and the wall's), each
+    with its status and when it was last seen, and what the filters' form and pager need."""
     s = current_settings()
-    now = utc_now()
     args = _fleet_filters()
     status, search, sort, page = args.get("status"), args.get("search"), args["sort"], args["page"]
     group_id = args.get("groupId")
     total, clients = client_page(db.session, now, s.heartbeat_stale_seconds,
                                  s.heartbeat_down_seconds, status=status, search=search,
-                                 group_id=group_id, sort=sort, page=page, per_page=PER_PAGE)
+                                 group_id=group_id, sort=sort, page=page, per_page=per_page)
     rows = [
         {"client": c, "status": liveness(c.last_seen_at, now, s.heartbeat_stale_seconds,
                                          s.heartbeat_down_seconds),
          "seen": age_text((now - c.last_seen_at).total_seconds())}
         for c in clients
     ]
+    return {"rows": rows, "total": total, "page": page,
+            "pages": max(1, -(-total // per_page)),
+            "groups": [g for g, _ in list_groups(db.session)],
+            "filters": {"status": status or "", "search": search or "",
+                        "groupId": group_id or "", "sort": sort}}
+
+
+@bp.get("/")
+@require_role("viewer", page=True)
+def home():
+    s = current_settings()
+    now = utc_now()
     return render_template(
         "home.html",
         **_page_context(
             counts=fleet_overview(db.session, now, s.heartbeat_stale_seconds,
                                   s.heartbeat_down_seconds),
             crashed=crashed_clients(db.session, now, s.heartbeat_stale_seconds),
-            rows=rows, total=total, page=page, pages=max(1, -(-total // PER_PAGE)),
-            groups=[g for g, _ in list_groups(db.session)],
-            filters={"status": status or "", "search": search or "", "groupId": group_id or "",
-                     "sort": sort},
+            **_fleet_page(now, PER_PAGE),
         ),
     )
+
+
+def _shot_view(shot: Screenshot | None, now) -> dict | None:
+    """A capture as the panels show it: the API's fields, and how old it is."""
+    if shot is None:
+        return None
+    seconds = max((now - shot.received_at).total_seconds(), 0.0)
+    return {**screenshot_json(shot), "age": age_text(seconds), "since": duration_text(seconds),
+            "fresh": seconds <= FRESH_SCREENSHOT_SECONDS}
+
+
+@bp.get("/wall")
+@require_role("viewer", page=True)
+def wall():
+    """The screenshot wall: each screen's latest capture, a page of the fleet at a time."""
+    if not may_see_screenshots():
+        abort(403, description="screenshots need the "
+                               f"{current_settings().screenshot_min_role} role")
+    now = utc_now()
+    fleet = _fleet_page(now, WALL_PER_PAGE)
+    shots = latest_captures(db.session, [row["client"].uuid for row in fleet["rows"]])
+    for row in fleet["rows"]:
+        row["shot"] = _shot_view(shots.get(row["client"].uuid), now)
+    return render_template("wall.html", **_page_context(
+        fresh_minutes=FRESH_SCREENSHOT_SECONDS // 60, **fleet))
+
+
+def _screen_section(client_uuid: str, now) -> dict:
+    """The client page's Screen section: the latest capture, the active priority capture
+    (when it is not the latest), and the kept history."""
+    if not may_see_screenshots():
+        return {"shots": []}
+    history = newest(client_uuid, current_settings().screenshot_history)
+    priority = active_priority(client_uuid)
+    return {"shots": [_shot_view(shot, now) for shot in history],
+            "priority_shot": _shot_view(priority, now)
+            if priority is not None and history and priority.id != history[0].id else None}
 
 
 def _client_or_404(client_uuid: str) -> Client:
@@ -144,6 +196,7 @@ def client_detail(client_uuid: str):
             status=liveness(client.last_seen_at, now, s.heartbeat_stale_seconds,
                             s.heartbeat_down_seconds),
             seen=age_text((now - client.last_seen_at).total_seconds()),
+            screen=_screen_section(client_uuid, now),
         ),
     )
 

@@ -7,14 +7,16 @@ Then the command line, and a small fleet on a real broker whose captures the lis
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import threading
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from core.config import Settings
 from core.models import Screenshot
@@ -225,39 +227,56 @@ def test_the_command_line_names_a_bad_value(argv, said, capsys):
 # A fleet on a real broker ---------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def screenshots_listened(settings: Settings) -> Iterator[None]:
+    """The listener's screenshot path on a thread, subscribed."""
+    listener = build_screenshot_listener(settings, client_id=f"shots-{uuid.uuid4().hex[:6]}")
+    thread = threading.Thread(target=listener.run, name="screenshots", daemon=True)
+    thread.start()
+    wait_until(listener.subscribed.is_set, timeout=10, message="subscribed")
+    try:
+        yield
+    finally:
+        listener.stop()
+        thread.join(timeout=30)
+
+
+@contextlib.contextmanager
+def fleet_running(broker, devices, options: DeviceOptions) -> Iterator[Fleet]:
+    """A simulated fleet of the broker's device accounts, on a thread, logged in as devices."""
+    fleet = Fleet.create(PREFIX, [(d.username, d.password) for d in devices], options)
+    fleet.start(Settings.model_validate({"MQTT_HOST": broker.host,
+                                         "MQTT_PORT": broker.device_port,
+                                         "BROKER_DIR": str(broker.directory)}))
+    stop = threading.Event()
+    runner = threading.Thread(target=fleet.run, args=(stop,), name="fleet", daemon=True)
+    runner.start()
+    try:
+        yield fleet
+    finally:
+        stop.set()
+        runner.join(timeout=10)
+
+
 @pytest.mark.broker
 def test_a_fleet_of_both_profiles_has_its_screenshots_stored(db, tmp_path):
+    options = DeviceOptions(screenshot_interval=1.0, screenshot_size=SMALL, event_seconds=2,
+                            crash_rate=0, service_failed_rate=0, seed=3,
+                            profile_mix=(("reference", 1), ("infoscreen-2025", 1)))
+
+    def kinds() -> set[tuple[str, str]]:
+        with db.sessions() as session:
+            return set(session.execute(
+                select(Screenshot.source, Screenshot.type)
+                .group_by(Screenshot.source, Screenshot.type)))
+
     with broker_with_devices(tmp_path / "broker", 2) as (broker, devices):
         settings = make_settings(broker, db.url, SCREENSHOT_DIR=str(tmp_path / "shots"))
-        listener = build_screenshot_listener(settings, client_id=f"shots-{uuid.uuid4().hex[:6]}")
-        thread = threading.Thread(target=listener.run, daemon=True)
-        thread.start()
-        wait_until(listener.subscribed.is_set, timeout=10, message="subscribed")
-        options = DeviceOptions(screenshot_interval=1.0, screenshot_size=SMALL, event_seconds=2,
-                                crash_rate=0, service_failed_rate=0, seed=3,
-                                profile_mix=(("reference", 1), ("infoscreen-2025", 1)))
-        fleet = Fleet.create(PREFIX, [(d.username, d.password) for d in devices], options)
-        fleet.start(Settings.model_validate({"MQTT_HOST": broker.host,
-                                             "MQTT_PORT": broker.device_port,
-                                             "BROKER_DIR": str(broker.directory)}))
-        stop = threading.Event()
-        runner = threading.Thread(target=fleet.run, args=(stop,), daemon=True)
-        runner.start()
-        try:
-            def kinds() -> set[tuple[str, str, str]]:
-                with db.sessions() as session:
-                    return set(session.execute(
-                        select(Screenshot.client_uuid, Screenshot.source, Screenshot.type)
-                        .group_by(Screenshot.client_uuid, Screenshot.source, Screenshot.type)))
-
-            wait_until(lambda: {(s, t) for _, s, t in kinds()} >= {
+        with screenshots_listened(settings), fleet_running(broker, devices, options):
+            wait_until(lambda: kinds() >= {
                 ("screenshot", "periodic"), ("dashboard", "periodic"),
                 ("dashboard", "event_start"), ("dashboard", "event_stop")},
                 timeout=30, message="both profiles' captures stored")
-        finally:
-            stop.set()
-            runner.join(timeout=10)
-            listener.stop()
-            thread.join(timeout=30)
-        with db.sessions() as session:
-            assert session.scalar(select(func.count()).select_from(Screenshot)) >= 4
+    with db.sessions() as session:
+        owners = set(session.scalars(select(Screenshot.client_uuid)))
+    assert owners == {d.username for d in devices}
