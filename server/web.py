@@ -136,7 +136,8 @@ def _shot_view(shot: Screenshot | None, now) -> dict | None:
         return None
     seconds = max((now - shot.received_at).total_seconds(), 0.0)
     return {**screenshot_json(shot), "age": age_text(seconds), "since": duration_text(seconds),
-            "fresh": seconds <= FRESH_SCREENSHOT_SECONDS}
+            "fresh": seconds <= FRESH_SCREENSHOT_SECONDS,
+            "captured": shot.captured_at.strftime("%Y-%m-%d %H:%M:%S UTC")}
 
 
 @bp.get("/wall")
