@@ -12,13 +12,14 @@ import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo
 
 from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from core.contract import COMMAND_ACTIONS
 
-SECRET_NAMES = ("MQTT_PASSWORD", "SECRET_KEY", "DATABASE_URL")
+SECRET_NAMES = ("MQTT_PASSWORD", "SECRET_KEY", "DATABASE_URL", "NOTIFY_URLS", "NOTIFY_SECRET_KEY")
 
 # Values that ship in .env.example or that people type when trying things out.
 KNOWN_DEFAULT_SECRETS = frozenset(
@@ -117,6 +118,29 @@ class Settings(BaseModel):
     )
     # The same picture this long raises screen_frozen; 0: not watched.
     screen_frozen_seconds: int = Field(0, alias="SCREEN_FROZEN_SECONDS", ge=0, le=7 * 86_400)
+
+    # Notifications (core.notify_*): channels as Apprise URLs, their secrets encrypted at rest
+    # with NOTIFY_SECRET_KEY; the noise controls; the messages' language and link.
+    notify_urls: str = Field("", alias="NOTIFY_URLS")
+    notify_secret_key: str = Field("", alias="NOTIFY_SECRET_KEY")
+    notify_cooldown_seconds: int = Field(1800, alias="NOTIFY_COOLDOWN_SECONDS", ge=0,
+                                         le=7 * 86_400)
+    notify_reminder_seconds: int = Field(14_400, alias="NOTIFY_REMINDER_SECONDS", ge=0,
+                                         le=30 * 86_400)
+    notify_quiet_hours: str = Field("", alias="NOTIFY_QUIET_HOURS",
+                                    pattern=r"^$|^\d{1,2}:\d{2}-\d{1,2}:\d{2}$")
+    notify_timezone: str = Field("UTC", alias="NOTIFY_TIMEZONE", min_length=1)
+    notify_digest_threshold: int = Field(5, alias="NOTIFY_DIGEST_THRESHOLD", ge=1, le=10_000)
+    notify_digest_window_seconds: int = Field(60, alias="NOTIFY_DIGEST_WINDOW_SECONDS", ge=1,
+                                              le=86_400)
+    notify_escalate_after_seconds: int = Field(3600, alias="NOTIFY_ESCALATE_AFTER_SECONDS",
+                                               ge=0, le=30 * 86_400)
+    notify_send_timeout_seconds: float = Field(10.0, alias="NOTIFY_SEND_TIMEOUT_SECONDS",
+                                               gt=0, le=300)
+    notify_max_attempts: int = Field(5, alias="NOTIFY_MAX_ATTEMPTS", ge=1, le=100)
+    notify_language: Literal["en", "de"] = Field("en", alias="NOTIFY_LANGUAGE")
+    public_url: str = Field("http://127.0.0.1:8080", alias="PUBLIC_URL",
+                            pattern=r"^https?://[^\s]+$")
 
     crash_recovery_enabled: bool = Field(False, alias="CRASH_RECOVERY_ENABLED")
     crash_recovery_max_attempts: int = Field(3, alias="CRASH_RECOVERY_MAX_ATTEMPTS", ge=1, le=100)
@@ -297,6 +321,21 @@ def _check_tls_files_load(settings: Settings) -> None:
             ) from None
 
 
+def _check_notify(settings: Settings) -> None:
+    from core.notify_channels import ChannelError, parse_notify_urls, parse_quiet_hours
+
+    try:
+        ZoneInfo(settings.notify_timezone)
+    except (ValueError, KeyError):
+        raise ConfigError(f"NOTIFY_TIMEZONE: {settings.notify_timezone!r} is no known time "
+                          "zone (e.g. Europe/Berlin)") from None
+    try:
+        parse_quiet_hours(settings.notify_quiet_hours)
+        parse_notify_urls(settings.notify_urls)
+    except ChannelError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def _refuse_weak_secrets(settings: Settings) -> None:
     problems = []
     if settings.mqtt_password in KNOWN_DEFAULT_SECRETS:
@@ -305,6 +344,10 @@ def _refuse_weak_secrets(settings: Settings) -> None:
         problems.append("MQTT_USER is missing")
     if settings.secret_key in KNOWN_DEFAULT_SECRETS or len(settings.secret_key) < 32:
         problems.append("SECRET_KEY is missing, a known default or shorter than 32 characters")
+    if (settings.notify_secret_key in KNOWN_DEFAULT_SECRETS
+            or len(settings.notify_secret_key) < 32):
+        problems.append("NOTIFY_SECRET_KEY (it encrypts the notification channels' URLs) is "
+                        "missing, a known default or shorter than 32 characters")
     if problems:
         raise ConfigError(
             "refusing to start with INFOSCREEN_ENV=production: " + "; ".join(problems)
@@ -354,6 +397,7 @@ def load_settings(
             "screens for pictures the listener accepts"
         )
     _check_tls(settings)
+    _check_notify(settings)
     if settings.is_production:
         _refuse_weak_secrets(settings)
     return settings

@@ -228,6 +228,8 @@ class Event(Base):
     occurred_at: Mapped[datetime] = mapped_column(index=True)
     details: Mapped[dict[str, Any] | None]
     delivered_at: Mapped[datetime | None] = mapped_column(index=True)
+    # The notifications' own cursor over the same outbox: empty until they have planned it.
+    notified_at: Mapped[datetime | None] = mapped_column(index=True)
 
 
 class IngestRejection(Base):
@@ -412,3 +414,71 @@ class SchedulerState(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(String(255))
     updated_at: Mapped[datetime]
+
+
+class NotificationChannel(Base):
+    """Where notifications go: an Apprise URL, encrypted (it holds tokens and passwords), with
+    a redacted form to show. `source` env: declared in NOTIFY_URLS (kept in step with it at
+    start-up); admin: made in the panel or the API."""
+
+    __tablename__ = "notification_channels"
+    __table_args__ = (CheckConstraint("source IN ('env', 'admin')", name="source"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    url_encrypted: Mapped[str] = mapped_column(Text)
+    url_redacted: Mapped[str] = mapped_column(String(255))
+    # sha256 of the URL keyed with the secret: finds a NOTIFY_URLS entry again, shows nothing.
+    url_digest: Mapped[str] = mapped_column(String(64), index=True)
+    tags: Mapped[list[str]] = mapped_column(JSONDocument)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    source: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class NotificationRule(Base):
+    """Which events go to which channels: event types (empty: any), a lowest severity, the
+    channels (empty: every enabled one), and optionally one group's screens only."""
+
+    __tablename__ = "notification_rules"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_types: Mapped[list[str]] = mapped_column(JSONDocument)
+    min_severity: Mapped[str] = mapped_column(String(16))
+    channel_ids: Mapped[list[int]] = mapped_column(JSONDocument)
+    group_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("groups.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime]
+
+
+class Notification(Base):
+    """One message to one channel, and the log of its delivery. `kind`: alert, resolution,
+    reminder, escalation, digest, quiet_summary or test. `state`: pending (to send at
+    next_attempt_at), held (quiet hours), sent, failed, or folded (sent inside the digest or
+    summary `folded_into`)."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        Index("ix_notifications_channel_state", "channel_id", "state"),
+        Index("ix_notifications_client_type", "client_uuid", "event_type"),
+    )
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=True)
+    channel_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("notification_channels.id", ondelete="SET NULL"))
+    channel_shown: Mapped[str] = mapped_column(String(255))  # redacted, kept for the log
+    event_id: Mapped[int | None] = mapped_column(BigInteger)
+    client_uuid: Mapped[str | None] = mapped_column(String(36))
+    event_type: Mapped[str] = mapped_column(String(48))
+    severity: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(16))
+    title: Mapped[str] = mapped_column(String(255))
+    body: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(8), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(String(500))
+    folded_into: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    next_attempt_at: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]

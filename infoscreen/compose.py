@@ -70,6 +70,7 @@ def init_compose(args: argparse.Namespace, settings: Settings) -> int:
         lambda: f"postgresql+psycopg://infoscreen:{pg_password}@postgres:5432/infoscreen",
     )
     _secret(secrets_dir / "secret_key", lambda: secrets.token_urlsafe(48))
+    _secret(secrets_dir / "notify_secret_key", lambda: secrets.token_urlsafe(48))
     mqtt_password = _secret(secrets_dir / "mqtt_password", generate_password)
     store = AccountStore(broker_dir, settings.mqtt_topic_prefix)
     store.add(SERVER_ACCOUNT, "server", mqtt_password)

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.commands import CommandPolicy
 from core.config import Settings
 from core.db import make_engine, make_session_factory
+from core.notify_plan import Policy
 from mosquitto.certs import CertStore
 from mqtt_client import default_client_id
 from mqtt_client.dispatch import CommandDispatcher
@@ -27,6 +28,7 @@ from scheduler.health import FollowLiveness, detect_crashes
 from scheduler.leader import Leadership
 from scheduler.loop import Job, Scheduler
 from scheduler.monitoring import DeliverEvents, PublishClientStates
+from scheduler.notifications import PlanNotifications, SendNotifications, SyncDeclaredChannels
 from scheduler.pruning import PruneHistory
 from scheduler.recovery import AutoRecovery, RecoveryRules
 
@@ -53,6 +55,9 @@ def build_jobs(settings: Settings, publisher: Publisher,
         ("publish_group_assignments",
          PublishGroupAssignments(dispatcher, settings.command_redispatch_seconds)),
         ("deliver_events", DeliverEvents(publisher, prefix)),
+        ("sync_notification_channels", SyncDeclaredChannels(settings)),
+        ("plan_notifications", PlanNotifications(Policy.from_settings(settings))),
+        ("send_notifications", SendNotifications.from_settings(settings)),
         ("publish_client_states", PublishClientStates(publisher, prefix)),
         ("prune_history", PruneHistory(activity_hours=settings.activity_retention_hours,
                                        event_days=settings.event_retention_days,

@@ -27,6 +27,12 @@ def test_app_services_run_the_infoscreen_commands_in_production_mode():
         assert env["INFOSCREEN_ENV"] == "production"
         assert "MQTT_PASSWORD" not in env and "DATABASE_URL" not in env  # only *_FILE
         assert env["MQTT_PASSWORD_FILE"].startswith("/run/secrets/")
+        # Every secret file a service reads is one compose mounts (production refuses to
+        # start without NOTIFY_SECRET_KEY, for one).
+        for variable, path in env.items():
+            if variable.endswith("_FILE") and path.startswith("/run/secrets/"):
+                assert path.removeprefix("/run/secrets/") in COMPOSE["services"][name]["secrets"]
+        assert env["NOTIFY_SECRET_KEY_FILE"] == "/run/secrets/notify_secret_key"
 
 
 def test_services_start_in_order_and_report_health():

@@ -83,7 +83,8 @@ def test_production_refuses_missing_or_default_secrets(tmp_path, env, complaint)
 
 def test_production_starts_with_real_secrets(tmp_path):
     settings = load({"INFOSCREEN_ENV": "production", "MQTT_USER": "svc",
-                     "MQTT_PASSWORD": STRONG, "SECRET_KEY": STRONG}, tmp_path)
+                     "MQTT_PASSWORD": STRONG, "SECRET_KEY": STRONG,
+                     "NOTIFY_SECRET_KEY": STRONG}, tmp_path)
     assert settings.is_production
 
 
