@@ -76,15 +76,27 @@ def create_app(settings: Settings | None = None) -> Flask:
         with app.app_context():
             event.listen(db.engine, "connect", sqlite_pragmas)
 
-    from server import api, audit, auth, commands, groups, health, screenshots, web
+    from server import (
+        api,
+        audit,
+        auth,
+        commands,
+        groups,
+        health,
+        notifications,
+        screenshots,
+        web,
+    )
 
-    for blueprint in (health.bp, auth.bp, web.bp, audit.bp, screenshots.compat):
+    for blueprint in (health.bp, auth.bp, web.bp, audit.bp, screenshots.compat,
+                      notifications.panel):
         app.register_blueprint(blueprint)
     openapi.init_app(app)
     openapi.register_blueprint(api.bp)
     openapi.register_blueprint(commands.bp)
     openapi.register_blueprint(groups.bp)
     openapi.register_blueprint(screenshots.bp)
+    openapi.register_blueprint(notifications.bp)
     # The API's description is for signed-in staff and scripts too.
     spec_endpoint = "api-docs.openapi_json"
     app.view_functions[spec_endpoint] = auth.require_role("viewer")(

@@ -336,3 +336,105 @@ class ScreenshotSchema(Schema):
 
 class ScreenshotPageSchema(PagedSchema):
     items = fields.List(fields.Nested(ScreenshotSchema))
+
+
+# Notifications -----------------------------------------------------------------------------
+
+CHANNEL_NAME = [validate.Length(min=1, max=64), NO_NUL]
+CHANNEL_URL = [validate.Length(min=4, max=2000), NO_NUL]
+CHANNEL_TAGS = fields.List(fields.String(validate=[validate.Length(min=1, max=32), NO_NUL]),
+                           validate=validate.Length(max=10))
+SEVERITY_NAMES = ["info", "warning", "error", "critical"]
+
+
+class ChannelSchema(Schema):
+    id = fields.Integer()
+    name = fields.String()
+    url = fields.String(metadata={"description": "redacted: scheme, user and host only"})
+    tags = fields.List(fields.String())
+    enabled = fields.Boolean()
+    source = fields.String(metadata={"description": "env (NOTIFY_URLS) or admin"})
+    createdAt = fields.String()
+    updatedAt = fields.String()
+
+
+class ChannelListSchema(Schema):
+    items = fields.List(fields.Nested(ChannelSchema))
+
+
+class ChannelEnvelopeSchema(Schema):
+    channel = fields.Nested(ChannelSchema)
+
+
+class ChannelCreateSchema(Schema):
+    name = fields.String(required=True, validate=CHANNEL_NAME)
+    url = fields.String(required=True, validate=CHANNEL_URL,
+                        metadata={"description": "an Apprise URL; stored encrypted"})
+    tags = CHANNEL_TAGS
+    enabled = fields.Boolean(load_default=True)
+
+
+class ChannelPatchSchema(Schema):
+    name = fields.String(validate=CHANNEL_NAME)
+    url = fields.String(validate=CHANNEL_URL)
+    tags = CHANNEL_TAGS
+    enabled = fields.Boolean()
+
+
+class ChannelTestSchema(Schema):
+    ok = fields.Boolean()
+    error = fields.String(allow_none=True)
+    notificationId = fields.Integer()
+
+
+class NotificationSchema(Schema):
+    id = fields.Integer()
+    createdAt = fields.String()
+    sentAt = fields.String(allow_none=True)
+    channelId = fields.Integer(allow_none=True)
+    channel = fields.String(metadata={"description": "redacted"})
+    eventId = fields.Integer(allow_none=True)
+    clientUuid = fields.String(allow_none=True)
+    eventType = fields.String()
+    severity = fields.String()
+    kind = fields.String(metadata={"description": "alert, resolution, reminder, escalation, "
+                                                  "digest, quiet_summary or test"})
+    state = fields.String(metadata={"description": "pending, held, sent, failed or folded"})
+    attempts = fields.Integer()
+    error = fields.String(allow_none=True)
+    title = fields.String()
+    foldedInto = fields.Integer(allow_none=True)
+
+
+class NotificationPageSchema(PagedSchema):
+    items = fields.List(fields.Nested(NotificationSchema))
+
+
+class RuleSchema(Schema):
+    id = fields.Integer()
+    eventTypes = fields.List(fields.String())
+    minSeverity = fields.String()
+    channelIds = fields.List(fields.Integer())
+    groupId = fields.Integer(allow_none=True)
+    createdAt = fields.String()
+
+
+class RuleListSchema(Schema):
+    items = fields.List(fields.Nested(RuleSchema))
+    defaults = fields.Boolean(metadata={"description": "no rule is stored: the defaults apply"})
+
+
+class RuleCreateSchema(Schema):
+    eventTypes = fields.List(fields.String(validate=[validate.Length(min=1, max=48), NO_NUL]),
+                             load_default=list, validate=validate.Length(max=50),
+                             metadata={"description": "empty: any event type"})
+    minSeverity = fields.String(load_default="info", validate=validate.OneOf(SEVERITY_NAMES))
+    channelIds = fields.List(fields.Integer(validate=validate.Range(min=1, max=MAX_ID)),
+                             load_default=list, validate=validate.Length(max=50),
+                             metadata={"description": "empty: every enabled channel"})
+    groupId = fields.Integer(load_default=None, allow_none=True,
+                             validate=validate.Range(min=1, max=MAX_ID))
+
+
+class RuleEnvelopeSchema(Schema):
+    rule = fields.Nested(RuleSchema)

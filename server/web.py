@@ -68,10 +68,11 @@ POWER_ACTIONS = {
 }
 
 
-def _page_context(**extra):
+def page_context(**extra):
     principal = current_principal()
     return {"principal": principal, "can_ack": role_at_least(principal.role, "operator"),
             "can_see_screenshots": may_see_screenshots(),
+            "is_admin": role_at_least(principal.role, "admin"),
             "refresh_ms": int(current_settings().panel_refresh_seconds * 1000), **extra}
 
 
@@ -121,7 +122,7 @@ def home():
     now = utc_now()
     return render_template(
         "home.html",
-        **_page_context(
+        **page_context(
             counts=fleet_overview(db.session, now, s.heartbeat_stale_seconds,
                                   s.heartbeat_down_seconds),
             crashed=crashed_clients(db.session, now, s.heartbeat_stale_seconds),
@@ -152,7 +153,7 @@ def wall():
     shots = latest_captures(db.session, [row["client"].uuid for row in fleet["rows"]])
     for row in fleet["rows"]:
         row["shot"] = _shot_view(shots.get(row["client"].uuid), now)
-    return render_template("wall.html", **_page_context(
+    return render_template("wall.html", **page_context(
         fresh_minutes=FRESH_SCREENSHOT_SECONDS // 60, **fleet))
 
 
@@ -189,9 +190,9 @@ def client_detail(client_uuid: str):
     supported, supported_from = supported_actions(client, s.default_supported_actions)
     return render_template(
         "client.html",
-        **_page_context(
+        **page_context(
             client=client, logs=logs, events=events, chart=activity_chart(timeline),
-            commands=commands, is_admin=role_at_least(current_principal().role, "admin"),
+            commands=commands,
             power_actions=POWER_ACTIONS, supported=supported, supported_from=supported_from,
             groups=[g for g, _ in list_groups(db.session)],
             status=liveness(client.last_seen_at, now, s.heartbeat_stale_seconds,
@@ -207,7 +208,7 @@ def client_detail(client_uuid: str):
 def events():
     page = _query_args(schemas.PageArgs(only=("page",)))["page"]
     total, rows = event_page(db.session, page=page, per_page=PER_PAGE)
-    return render_template("events.html", **_page_context(
+    return render_template("events.html", **page_context(
         events=rows, page=page, pages=max(1, -(-total // PER_PAGE))))
 
 
@@ -228,7 +229,7 @@ def confirm_command(client_uuid: str, action: str):
     """The confirmation page of a power command: it names the screen and the action."""
     client = _client_or_404(client_uuid)
     s = current_settings()
-    return render_template("confirm_command.html", **_page_context(
+    return render_template("confirm_command.html", **page_context(
         client=client, action=action, power=_power_action(action), reason=PANEL_REASON,
         status=liveness(client.last_seen_at, utc_now(), s.heartbeat_stale_seconds,
                         s.heartbeat_down_seconds)))
