@@ -38,6 +38,10 @@ class ChannelError(ValueError):
     """A channel URL, tag or name is unusable; the message names it without its secrets."""
 
 
+class ChannelConflict(ChannelError):
+    """The name is taken, or the channel is declared in NOTIFY_URLS and cannot change here."""
+
+
 class ChannelNotFound(LookupError):
     pass
 
@@ -166,7 +170,7 @@ def get_channel(session: Session, channel_id: int) -> NotificationChannel:
 def _free_name(session: Session, name: str, channel_id: int | None = None) -> None:
     other = session.scalar(select(NotificationChannel).where(NotificationChannel.name == name))
     if other is not None and other.id != channel_id:
-        raise ChannelError(f"a channel named {name!r} exists already")
+        raise ChannelConflict(f"a channel named {name!r} exists already")
 
 
 def _set_url(channel: NotificationChannel, box: SecretBox, url: str) -> None:
@@ -194,7 +198,7 @@ def update_channel(session: Session, box: SecretBox, now: datetime, channel_id: 
                    changes: dict[str, Any], actor: str) -> NotificationChannel:
     channel = get_channel(session, channel_id)
     if channel.source == ENV and set(changes) - {"enabled"}:
-        raise ChannelError("this channel is declared in NOTIFY_URLS: change it there (only "
+        raise ChannelConflict("this channel is declared in NOTIFY_URLS: change it there (only "
                            "`enabled` can be changed here)")
     if "name" in changes:
         _free_name(session, changes["name"], channel.id)
@@ -214,7 +218,7 @@ def update_channel(session: Session, box: SecretBox, now: datetime, channel_id: 
 def delete_channel(session: Session, now: datetime, channel_id: int, actor: str) -> None:
     channel = get_channel(session, channel_id)
     if channel.source == ENV:
-        raise ChannelError("this channel is declared in NOTIFY_URLS: remove it there")
+        raise ChannelConflict("this channel is declared in NOTIFY_URLS: remove it there")
     session.delete(channel)
     audit(session, now, actor, "notification_channel_deleted", str(channel_id),
           name=channel.name)

@@ -18,6 +18,7 @@ from core.fleet import iso
 from core.groups import UnknownGroup, get_group, list_groups
 from core.models import Notification, NotificationChannel, NotificationRule
 from core.notify_channels import (
+    ChannelConflict,
     ChannelError,
     ChannelNotFound,
     SecretBox,
@@ -76,6 +77,11 @@ def _channel(channel_id: int) -> NotificationChannel:
         abort(404, message=str(exc))
 
 
+def _refuse(exc: ChannelError) -> None:
+    db.session.rollback()
+    abort(409 if isinstance(exc, ChannelConflict) else 422, message=str(exc))
+
+
 def send_test(channel: NotificationChannel) -> Notification:
     """Send a test message now (the request waits, at most the send timeout) and log it."""
     settings = current_settings()
@@ -128,8 +134,7 @@ def channel_create(args):
                                  url=args["url"], tags=args.get("tags") or (),
                                  enabled=args["enabled"], actor=current_principal().name)
     except ChannelError as exc:
-        db.session.rollback()
-        abort(409 if "exists" in str(exc) else 422, message=str(exc))
+        _refuse(exc)
     db.session.commit()
     return {"channel": channel_json(channel)}
 
@@ -145,9 +150,7 @@ def channel_patch(args, channel_id: int):
         channel = update_channel(db.session, _box(), utc_now(), channel_id, args,
                                  current_principal().name)
     except ChannelError as exc:
-        db.session.rollback()
-        abort(409 if "exists" in str(exc) or "NOTIFY_URLS" in str(exc) else 422,
-              message=str(exc))
+        _refuse(exc)
     db.session.commit()
     return {"channel": channel_json(channel)}
 
@@ -161,8 +164,7 @@ def channel_delete(channel_id: int):
     try:
         delete_channel(db.session, utc_now(), channel_id, current_principal().name)
     except ChannelError as exc:
-        db.session.rollback()
-        abort(409, message=str(exc))
+        _refuse(exc)
     db.session.commit()
 
 

@@ -396,3 +396,30 @@ def test_notify_urls_channels_follow_the_setting(db, notifier_for):
         with db.sessions() as session:
             [channel] = session.scalars(select(NotificationChannel)).all()
             assert channel.source == "env" and channel.url_redacted.startswith("json://127.0.0.1")
+
+
+def test_a_channel_that_never_answers_holds_up_neither_the_scheduler_nor_others(db,
+                                                                                notifier_for):
+    import socket
+
+    add_screen(db)
+    silent = socket.socket()  # accepts connections (the backlog) and never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        with webhook_server() as hook:
+            notifier = notifier_for(
+                NOTIFY_URLS=f"json://127.0.0.1:{silent.getsockname()[1]}/slow {hook.url}",
+                NOTIFY_SEND_TIMEOUT_SECONDS=2, NOTIFY_MAX_ATTEMPTS=1)
+            raise_event(db, "client_down", "error", T0)
+            notifier.step(notifier.sync, T0)
+            notifier.step(notifier.plan, T0)
+            notifier.step(notifier.sender, T0)  # hands both out and returns at once
+            assert len(notifier.sender.flights) == 2
+            wait_until(lambda: hook.received, timeout=10, message="the live channel's message")
+            notifier.settle(T0)
+        rows = {n.channel_shown.split("/")[2]: n for n in notifier.log()}
+        slow = rows[f"127.0.0.1:{silent.getsockname()[1]}"]
+        assert (slow.state, slow.attempts) == ("failed", 1) and slow.error
+    finally:
+        silent.close()
