@@ -5,6 +5,7 @@ clock; a dead channel fails with retries and delays no other; secrets stay encry
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -423,3 +424,13 @@ def test_a_channel_that_never_answers_holds_up_neither_the_scheduler_nor_others(
         assert (slow.state, slow.attempts) == ("failed", 1) and slow.error
     finally:
         silent.close()
+
+
+def test_the_examples_in_the_notifications_guide_are_urls_apprise_takes():
+    from pathlib import Path
+
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "notifications.md").read_text()
+    examples = re.findall(r'^NOTIFY_URLS="([^"]+)"', guide, re.M)
+    assert len(examples) >= 6
+    for example in examples:
+        assert parse_notify_urls(example), example
