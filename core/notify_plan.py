@@ -236,11 +236,11 @@ def follow_up_alerts(session: Session, now: datetime, policy: Policy) -> int:
     written = 0
     for client in open_alerts:
         since = client.service_failed_at
+        # Every state counts for the timing: a reminder that failed is not sent again at once.
         said = session.scalars(select(Notification).where(
             Notification.client_uuid == client.uuid, Notification.event_type == "service_failed",
-            Notification.created_at >= since, Notification.state.in_(DELIVERED_OR_DUE))
-            .order_by(Notification.id)).all()
-        alerts = [n for n in said if n.kind == ALERT]
+            Notification.created_at >= since).order_by(Notification.id)).all()
+        alerts = [n for n in said if n.kind == ALERT and n.state in DELIVERED_OR_DUE]
         if not alerts:
             continue  # never notified (no rule, or a cooldown): nothing to remind of
         first = alerts[0]

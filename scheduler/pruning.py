@@ -9,7 +9,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from core.activity import prune_activity_before
-from core.models import ClientCommand, Event, RateLimitCounter
+from core.models import ClientCommand, Event, Notification, RateLimitCounter
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,8 @@ def _delete_expired_counters(session: Session, now: datetime) -> int:
 
 
 class PruneHistory:
-    """Activity buckets, fleet events and final commands (with their history) older than
+    """Activity buckets, fleet events, the notification log and final commands (with their
+    history) older than
     their retention, and expired sign-in rate-limit counters. True while a full chunk was
     deleted (more may be waiting)."""
 
@@ -46,6 +47,9 @@ class PruneHistory:
         counts = {
             "activity buckets": prune_activity_before(session, now - self.activity, CHUNK),
             "events": _delete_chunk(session, Event, Event.occurred_at, now - self.events),
+            # The notification log is kept as long as the events it tells of.
+            "notifications": _delete_chunk(session, Notification, Notification.created_at,
+                                           now - self.events),
             # Only final commands have finished_at; open ones are never pruned.
             "commands": _delete_chunk(session, ClientCommand, ClientCommand.finished_at,
                                       now - self.commands),

@@ -434,3 +434,20 @@ def test_the_examples_in_the_notifications_guide_are_urls_apprise_takes():
     assert len(examples) >= 6
     for example in examples:
         assert parse_notify_urls(example), example
+
+
+def test_a_reminder_that_fails_is_not_written_again_every_cycle(db, notifier_for):
+    add_screen(db)
+    notifier = notifier_for(NOTIFY_URLS=dead_url(), NOTIFY_MAX_ATTEMPTS=1,
+                            NOTIFY_REMINDER_SECONDS=3600, NOTIFY_ESCALATE_AFTER_SECONDS=0,
+                            NOTIFY_SEND_TIMEOUT_SECONDS=2)
+    raise_event(db, "service_failed", "error", T0, unit=UNIT)
+    notifier.cycle(T0)
+    [alert] = notifier.log()
+    assert alert.state == "failed"  # the alert never went out: nothing to remind of
+    with db.sessions() as session, session.begin():
+        session.get(Notification, alert.id).state = "sent"  # say it did go out once
+    for minutes in (61, 62, 63):
+        notifier.cycle(T0 + timedelta(minutes=minutes))
+    reminders = [n for n in notifier.log() if n.kind == "reminder"]
+    assert [(r.state, r.attempts) for r in reminders] == [("failed", 1)]

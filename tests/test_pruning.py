@@ -13,6 +13,7 @@ from core.models import (
     ClientCommand,
     CommandTransition,
     Event,
+    Notification,
     RateLimitCounter,
 )
 from scheduler import pruning
@@ -86,9 +87,16 @@ def test_it_prunes_old_events_and_final_commands_with_their_history(db):
             session.flush()
             session.add(CommandTransition(command_id=f"00000000-0000-4000-8000-00000000000{n}",
                                           state=state, at=issued, source="test"))
+        for days in (1, 91):  # the notification log is kept as long as the events
+            session.add(Notification(channel_shown="json://h/…", event_type="client_down",
+                                     severity="error", kind="alert", title="t", body="b",
+                                     state="sent", attempts=1,
+                                     created_at=NOW - timedelta(days=days)))
     assert step(db) is False
     with db.sessions() as session:
         assert session.scalars(select(Event.occurred_at)).all() == [NOW - timedelta(days=1)]
+        assert session.scalars(select(Notification.created_at)).all() == [
+            NOW - timedelta(days=1)]
         assert sorted(session.scalars(select(ClientCommand.state))) == ["failed", "queued"]
     assert count(db, CommandTransition) == 2
 
