@@ -55,13 +55,22 @@ def _begin_immediate(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def make_engine(url: str, *, writer: bool = False, **kwargs: Any) -> Engine:
-    """`writer`: this process writes in most transactions (listener, scheduler)."""
+class DatabaseMissing(Exception):
+    """The SQLite file does not exist (and was not to be created)."""
+
+
+def make_engine(url: str, *, writer: bool = False, create: bool = True,
+                **kwargs: Any) -> Engine:
+    """`writer`: this process writes in most transactions (listener, scheduler). `create`:
+    a missing SQLite file (and its folder) is made; else DatabaseMissing names it."""
     url = normalise_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            path = Path(parsed.database)
+            if not create and not path.is_file():
+                raise DatabaseMissing(f"no database at {path}")
+            path.parent.mkdir(parents=True, exist_ok=True)
         # The driver's timeout is SQLite's busy timeout: wait out the short write locks of the
         # other processes instead of failing. `?timeout=` in the URL overrides it.
         if "timeout" not in parsed.query:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import importlib.metadata
 import json
 import logging
 import os
@@ -11,8 +12,12 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
 from core.clock import utc_now
 from core.config import ConfigError, Settings, load_settings
+from core.db import DatabaseMissing, normalise_url
 from core.logs import configure_logging
 
 log = logging.getLogger("infoscreen")
@@ -76,7 +81,9 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
 def _session(settings: Settings):
     from core.db import make_engine, make_session_factory
 
-    return make_session_factory(make_engine(settings.database_url))()
+    # Operator tools never create a database: a typo in DATABASE_URL must not leave an empty
+    # SQLite file behind (DatabaseMissing, said in main).
+    return make_session_factory(make_engine(settings.database_url, create=False))()
 
 
 def cmd_clients(settings: Settings, args: argparse.Namespace) -> int:
@@ -604,6 +611,13 @@ def _password_options(parser: argparse.ArgumentParser) -> None:
                        help="read the password from the first line of standard input")
 
 
+def package_version() -> str:
+    try:
+        return importlib.metadata.version("infoscreen-fleet")
+    except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="infoscreen",
@@ -611,6 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
         "environment and .env (see .env.example).",
     )
     parser.add_argument("--env-file", help="read settings from this file instead of .env")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func: Callable, help_: str, **kw) -> argparse.ArgumentParser:
@@ -891,4 +906,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"infoscreen: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
-    return args.func(settings, args)
+    try:
+        return args.func(settings, args)
+    except DatabaseMissing as exc:
+        print(f"infoscreen: {exc}; create it with `infoscreen migrate`", file=sys.stderr)
+    except (OperationalError, ProgrammingError) as exc:
+        print(f"infoscreen: {database_problem(settings.database_url, exc)}", file=sys.stderr)
+    except BrokenPipeError:  # `infoscreen clients | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    return 1
+
+
+def database_problem(url: str, exc: Exception) -> str:
+    """One line on a database error: where (host or file, never the password) and what."""
+    parsed = make_url(normalise_url(url))
+    where = parsed.database if parsed.get_backend_name() == "sqlite" else (
+        f"{parsed.host or 'localhost'}:{parsed.port or 5432}/{parsed.database}")
+    first = (str(getattr(exc, "orig", exc)).strip().splitlines() or ["?"])[0][:200]
+    if "no such table" in first or "does not exist" in first and "relation" in first:
+        return f"the database at {where} is not migrated ({first}); run `infoscreen migrate`"
+    return f"cannot use the database at {where}: {first}"

@@ -359,3 +359,56 @@ def test_token_create_list_and_revoke(db):
     assert run_cli("token", "revoke", token_id, env=env).returncode == 0
     assert "revoked" in run_cli("token", "list", env=env).stdout
     assert token not in run_cli("token", "list", env=env).stdout
+
+
+def test_a_reading_command_on_a_missing_sqlite_file_says_so_and_creates_nothing(tmp_path):
+    missing = tmp_path / "no" / "such" / "folder" / "infoscreen.db"
+    for command in (("clients",), ("rejections",), ("user", "list"), ("token", "list")):
+        result = run_cli(*command, env={"DATABASE_URL": f"sqlite:///{missing}",
+                                        "PATH": "/usr/bin:/bin"})
+        assert result.returncode == 1, command
+        lines = result.stderr.strip().splitlines()
+        assert 1 <= len(lines) <= 3 and "Traceback" not in result.stderr, result.stderr
+        assert "infoscreen migrate" in lines[0] and str(missing) in lines[0]
+    assert not (tmp_path / "no").exists()
+
+
+def test_an_unreachable_database_is_one_line_naming_the_host_not_the_password(tmp_path):
+    result = run_cli("clients", env={
+        "DATABASE_URL": "postgresql+psycopg://bob:sekret-pw@127.0.0.1:1/fleet",
+        "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert "127.0.0.1:1/fleet" in line and "sekret-pw" not in line
+
+
+def test_a_database_that_was_never_migrated_says_what_to_run(tmp_path):
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    result = run_cli("clients", env={"DATABASE_URL": f"sqlite:///{empty}",
+                                     "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 1 and "not migrated" in result.stderr
+    assert "infoscreen migrate" in result.stderr
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.startswith("infoscreen 0.")
+
+
+def test_a_closed_pipe_ends_the_listing_quietly(db):
+    from sqlalchemy import insert
+
+    from core.models import Client
+
+    now = datetime.now(UTC)
+    with db.sessions() as session, session.begin():
+        session.execute(insert(Client), [
+            {"uuid": f"00000000-0000-4000-8000-{n:012d}", "hostname": f"screen-{n}",
+             "first_seen_at": now, "last_seen_at": now} for n in range(3000)])
+    result = subprocess.run(f"{sys.executable} -m infoscreen clients | head -1", shell=True,
+                            env={"DATABASE_URL": db.url, "PATH": "/usr/bin:/bin"},
+                            capture_output=True, text=True, timeout=60)
+    assert result.stdout.startswith("UUID") and result.stderr == ""
