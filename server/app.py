@@ -12,6 +12,7 @@ from sqlalchemy import event
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+import frontend
 from core.config import Settings, load_settings
 from core.db import normalise_url, sqlite_pragmas
 from server import security_headers, sign_in_limits
@@ -19,7 +20,7 @@ from server.auth import protect_from_csrf
 from server.extensions import csrf, db, limiter, login_manager, openapi
 
 log = logging.getLogger(__name__)
-FRONTEND = Path(__file__).resolve().parent.parent / "frontend"
+FRONTEND = Path(frontend.__file__).resolve().parent  # in a checkout and in an installed wheel
 
 
 def _throwaway_secret_key() -> str:
