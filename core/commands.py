@@ -24,6 +24,7 @@ from core.config import Settings
 from core.db import dialect_insert
 from core.events import insert_events, new_event
 from core.fleet import UnknownClient
+from core.logs import ids
 from core.models import (
     COMMAND_ACTIONS,
     OPEN_COMMAND_STATES,
@@ -368,7 +369,8 @@ def _apply_ack(session: Session, command: ClientCommand, ack: Ack) -> bool:
     if rank(ack.status) <= rank(command.state):
         if ack.status in ("completed", "failed") and command.state != ack.status:
             log.info("command %s: late %s ack ignored, it is %s already",
-                     command.id, ack.status, command.state)
+                     command.id, ack.status, command.state,
+                     extra=ids(client_uuid=command.client_uuid, command_id=command.id))
         return False
     if ack.status == "accepted":
         command.accepted_at = ack.at

@@ -38,6 +38,8 @@ class Settings(BaseModel):
 
     env: Literal["development", "production"] = Field("development", alias="INFOSCREEN_ENV")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="LOG_LEVEL")
+    # text, or one JSON object per line (time, level, logger, process, pid, message, ids)
+    log_format: Literal["text", "json"] = Field("text", alias="LOG_FORMAT")
     database_url: str = Field("sqlite:///var/infoscreen.db", alias="DATABASE_URL", min_length=1)
     secret_key: str = Field("", alias="SECRET_KEY")
 
@@ -247,6 +249,14 @@ class Settings(BaseModel):
     @property
     def is_production(self) -> bool:
         return self.env == "production"
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _any_case(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        return value.upper() if value.lower() in ("debug", "info", "warning", "error") \
+            else value.lower()
 
     @property
     def secure_cookies(self) -> bool:

@@ -38,6 +38,7 @@ from core.activity import record_activity
 from core.contract import Message, Rejection
 from core.db import dialect_insert
 from core.events import new_event
+from core.logs import ids
 from core.models import Client, ClientLog, Event, IngestRejection
 
 log = logging.getLogger(__name__)
@@ -345,7 +346,8 @@ def _apply_acks(session: Session, messages: Sequence[Message], result: BatchResu
     result.unknown_commands = len(unknown)
     for ack in unknown:
         log.warning("ack %s from client %s names an unknown command %s",
-                    ack.status, ack.client_uuid, ack.command_id)
+                    ack.status, ack.client_uuid, ack.command_id,
+                    extra=ids(client_uuid=ack.client_uuid, command_id=ack.command_id))
     return [
         Rejection(contract.UNKNOWN_COMMAND, a.topic, f"no command {a.command_id} of this client",
                   a.status)

@@ -7,6 +7,7 @@ import getpass
 import importlib.metadata
 import json
 import logging
+import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -44,7 +45,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     workers = str(args.workers or settings.server_workers)
     argv = [
         sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", workers,
-        "--access-logfile", "-", "--graceful-timeout", "10", "server:create_app()",
+        "--config", "python:server.gunicorn_conf", "--graceful-timeout", "10",
+        "server:create_app()",
     ]
     os.execv(sys.executable, argv)  # noqa: S606 - gunicorn replaces this process
     return 0  # not reached
@@ -905,7 +907,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"infoscreen: configuration error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    # The process's name in every log line ("listener", "scheduler"; its workers name theirs).
+    multiprocessing.current_process().name = args.command
+    configure_logging(settings.log_level, settings.log_format)
     try:
         return args.func(settings, args)
     except DatabaseMissing as exc:

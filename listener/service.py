@@ -252,7 +252,7 @@ def screenshot_main(settings: Settings, client_id: str, log_level: str) -> None:
     """The screenshot process: a listener of its own until SIGTERM (the parent's stop)."""
     from core.logs import configure_logging
 
-    configure_logging(log_level)
+    configure_logging(log_level, settings.log_format)
     # Telemetry first: on a busy machine pictures wait, heartbeats do not.
     os.nice(SCREENSHOT_NICENESS)
     listener = build_screenshot_listener(settings, client_id=client_id)

@@ -148,7 +148,7 @@ def writer_main(settings: Settings, conn: Connection, log_level: str) -> None:
     # The parent coordinates shutdown: a Ctrl-C must not stop us before we drained.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    configure_logging(log_level)
+    configure_logging(log_level, settings.log_format)
     batcher = build_batcher(settings)
     if settings.listener_metrics_port:
         batcher.metrics.serve(settings.listener_metrics_port)

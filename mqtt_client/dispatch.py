@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core import commands, groups
 from core.clock import Clock, utc_now
 from core.contract import device_topic
+from core.logs import ids
 from core.models import ClientCommand
 from mqtt_client.publisher import Publisher
 
@@ -45,7 +46,8 @@ class CommandDispatcher:
         published = self.publisher.publish(topic, payload, expiry_seconds=expiry,
                                            on_puback=on_puback)
         if published:
-            log.info("command %s %s published to %s", command_id, command.action, topic)
+            log.info("command %s %s published to %s", command_id, command.action, topic,
+                     extra=ids(client_uuid=command.client_uuid, command_id=command_id))
         return published
 
     def publish_group(self, client_uuid: str, group_id: int | None) -> bool:

@@ -25,6 +25,7 @@ from core.capabilities import supported_actions
 from core.commands import AUTO_RECOVERY, CommandLocked, CommandPolicy, issue_command
 from core.config import Settings
 from core.events import new_event
+from core.logs import ids
 from core.models import Client, ClientCommand, CommandLock, Event
 
 log = logging.getLogger(__name__)
@@ -140,11 +141,13 @@ class AutoRecovery:
                 reason=reason, requested_by=AUTO_RECOVERY, dispatch_now=False,
             )
         except CommandLocked as exc:
-            log.info("auto-recovery skipped %s: %s", client_uuid, exc)
+            log.info("auto-recovery skipped %s: %s", client_uuid, exc,
+                     extra=ids(client_uuid=client_uuid))
             return
         session.add(new_event("auto_recovery", "warning", now, client_uuid,
                               commandId=command.id, action=action, restartsBefore=restarts))
-        log.info("auto-recovery: %s for %s (command %s)", action, client_uuid, command.id)
+        log.info("auto-recovery: %s for %s (command %s)", action, client_uuid, command.id,
+                 extra=ids(client_uuid=client_uuid, command_id=command.id))
 
     def _give_up(self, session: Session, now: datetime, client_uuid: str,
                  tried: dict[str, int]) -> None:
@@ -152,4 +155,5 @@ class AutoRecovery:
         session.add(new_event("auto_recovery_exhausted", "error", now, client_uuid,
                               restarts=tried.get("restart_app", 0),
                               reboots=tried.get("reboot_host", 0)))
-        log.warning("auto-recovery gave up on %s; staff must look at it", client_uuid)
+        log.warning("auto-recovery gave up on %s; staff must look at it", client_uuid,
+                    extra=ids(client_uuid=client_uuid))
