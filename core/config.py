@@ -73,6 +73,9 @@ class Settings(BaseModel):
     heartbeat_stale_seconds: int = Field(90, alias="HEARTBEAT_STALE_SECONDS", ge=1)
     heartbeat_down_seconds: int = Field(300, alias="HEARTBEAT_DOWN_SECONDS", ge=1)
     scheduler_poll_seconds: float = Field(5.0, alias="SCHEDULER_POLL_SECONDS", gt=0, le=3600)
+    # /readyz fails when the scheduler's last good cycle is older than this.
+    readyz_scheduler_max_age_seconds: int = Field(120, alias="READYZ_SCHEDULER_MAX_AGE_SECONDS",
+                                                  ge=10, le=86_400)
 
     command_expiry_seconds: int = Field(300, alias="COMMAND_EXPIRY_SECONDS", ge=5, le=86_400)
     # At least 10 s: the compare-and-set that enforces it relies on two concurrent requests

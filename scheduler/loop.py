@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.clock import Clock, utc_now
+from core.scheduler_state import record_good_cycle
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class Scheduler:
         self.poll_seconds = poll_seconds
         self.leader = leader
         self.stopping = threading.Event()
+        self.failures: set[str] = set()  # the jobs that failed in the current cycle
 
     def step(self, name: str, job: Job) -> bool:
         """One step of one job in its own transaction. Errors are logged, never raised."""
@@ -49,6 +51,7 @@ class Scheduler:
                 return job(session, self.clock())
         except Exception:
             log.exception("job %s failed; it runs again next cycle", name)
+            self.failures.add(name)
             return False
 
     def run_cycle(self) -> dict[str, float]:
@@ -56,6 +59,7 @@ class Scheduler:
         another scheduler is the acting one)."""
         if self.leader is not None and not self.leader():
             return {}  # another scheduler acts; this one stands by
+        self.failures = set()
         timings: dict[str, float] = {}
         for name, job in self.jobs:
             started = time.monotonic()
@@ -66,7 +70,17 @@ class Scheduler:
                     break
             timings[name] = (time.monotonic() - started) * 1000
             log.debug("job %s: %d steps in %.1f ms", name, steps, timings[name])
+        if not self.failures and not self.stopping.is_set():
+            self._record_good_cycle()
         return timings
+
+    def _record_good_cycle(self) -> None:
+        """For readiness (core.scheduler_state): a failure here is logged, not raised."""
+        try:
+            with self.session_factory() as session, session.begin():
+                record_good_cycle(session, self.clock())
+        except Exception:
+            log.exception("could not record the good cycle")
 
     def run(self) -> None:
         names = ", ".join(name for name, _ in self.jobs) or "none yet"

@@ -13,7 +13,7 @@ from server import create_app
 from tests.helpers import make_web_app
 
 PASSWORD = "a long enough password"
-PUBLIC = {"/healthz", "/login", "/api/auth/login", "/static/<path:filename>"}  # sign-in itself
+PUBLIC = {"/healthz", "/readyz", "/login", "/api/auth/login", "/static/<path:filename>"}  # sign-in itself
 
 
 @pytest.fixture
