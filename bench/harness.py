@@ -145,7 +145,7 @@ def pipelines(broker: TestBroker, database: Database) -> dict[str, Pipeline]:
         "listener": Pipeline(
             "listener", [sys.executable, "-m", "infoscreen", "listener"],
             "infoscreen_listener_stored_total",
-            {**base, "LISTENER_METRICS_PORT": str(listener_port),
+            {**base, "LISTENER_METRICS_ADDRESS": f"127.0.0.1:{listener_port}",
              "LISTENER_CLIENT_ID": f"bench-listener-{uuid.uuid4().hex[:6]}"},
             listener_port,
         ),

@@ -27,6 +27,16 @@ KNOWN_DEFAULT_SECRETS = frozenset(
 )
 
 
+def parse_address(text: str) -> tuple[str, int] | None:
+    """`127.0.0.1:9101` → (host, port); empty → None; ValueError names what is wrong."""
+    if not text:
+        return None
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} is not HOST:PORT, e.g. 127.0.0.1:9101 (empty: off)")
+    return host.strip("[]"), int(port)
+
+
 class ConfigError(Exception):
     """A setting is missing or invalid; the message names the variable."""
 
@@ -65,7 +75,9 @@ class Settings(BaseModel):
         "", alias="LISTENER_SHARED_GROUP", pattern=r"^[A-Za-z0-9_-]*$"
     )
     listener_client_id: str = Field("", alias="LISTENER_CLIENT_ID", pattern=r"^[A-Za-z0-9_.-]*$")
-    listener_metrics_port: int = Field(0, alias="LISTENER_METRICS_PORT", ge=0, le=65535)
+    # Prometheus endpoints (HOST:PORT, empty: off); loopback by default.
+    listener_metrics_address: str = Field("127.0.0.1:9101", alias="LISTENER_METRICS_ADDRESS")
+    scheduler_metrics_address: str = Field("127.0.0.1:9102", alias="SCHEDULER_METRICS_ADDRESS")
     listener_log_cap_per_client: int = Field(
         1000, alias="LISTENER_LOG_CAP_PER_CLIENT", ge=1, le=1_000_000
     )
@@ -252,6 +264,12 @@ class Settings(BaseModel):
     @property
     def is_production(self) -> bool:
         return self.env == "production"
+
+    @field_validator("listener_metrics_address", "scheduler_metrics_address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        parse_address(value.strip())
+        return value.strip()
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod

@@ -90,6 +90,12 @@ def dev_values(settings: Settings, args: argparse.Namespace, previous: dict[str,
                              8885, taken=(device_port,))
     broker_dir = VAR / "mosquitto"
     web_port = pick_port(args.web_port, previous.get("SERVER_PORT"), 8080)
+    def port_of(name: str) -> str | None:
+        return previous.get(name, "").rpartition(":")[2] or None
+
+    listener_metrics = pick_port(None, port_of("LISTENER_METRICS_ADDRESS"), 9101)
+    scheduler_metrics = pick_port(None, port_of("SCHEDULER_METRICS_ADDRESS"), 9102,
+                                  taken=(listener_metrics,))
     database_url = os.environ.get("DATABASE_URL") or previous.get("DATABASE_URL") or (
         settings.database_url
     )
@@ -119,6 +125,10 @@ def dev_values(settings: Settings, args: argparse.Namespace, previous: dict[str,
         "INFOSCREEN_ADMIN_USER": "admin",
         "INFOSCREEN_ADMIN_PASSWORD": keep("INFOSCREEN_ADMIN_PASSWORD", staff_password),
         "LISTENER_CLIENT_ID": "infoscreen-listener-dev",
+        "LISTENER_METRICS_ADDRESS": f"127.0.0.1:{listener_metrics}",
+        "SCHEDULER_METRICS_ADDRESS": f"127.0.0.1:{scheduler_metrics}",
+        "LISTENER_METRICS_URL": f"http://127.0.0.1:{listener_metrics}/metrics",
+        "SCHEDULER_METRICS_URL": f"http://127.0.0.1:{scheduler_metrics}/metrics",
     }
 
 
@@ -212,7 +222,9 @@ def banner(values: dict[str, str], clients: int, conf: Path) -> str:
             f"for devices and monitors; the stack's processes use {values['MQTT_PORT']}; "
             f"{conf}; CA {values['MQTT_TLS_CA_CERT']})",
             f"  database   {describe_url(values['DATABASE_URL'])}",
-            f"  web        {url}  ({url}/healthz)",
+            f"  web        {url}  ({url}/healthz, {url}/readyz; {url}/metrics with a token)",
+            f"  metrics    listener {values['LISTENER_METRICS_URL']}, "
+            f"scheduler {values['SCHEDULER_METRICS_URL']}",
             f"  admin      {values['INFOSCREEN_ADMIN_USER']} / "
             f"{values['INFOSCREEN_ADMIN_PASSWORD']}  (staff sign-in)",
             f"  simulator  {clients} screens ({sim_profiles(clients)})" if clients

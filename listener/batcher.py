@@ -141,6 +141,7 @@ class Batcher:
         self.committed += len(batch)
         elapsed = self.monotonic() - started
         self.metrics.batch_seconds.observe(elapsed)
+        self.metrics.batch_size.observe(len(batch))
         log.debug(
             "batch stored: %d messages, %d rejected, %d new clients, %d events in %.1f ms",
             result.accepted, result.rejected, result.registered, result.events, elapsed * 1000,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class ListenerMetrics:
@@ -36,11 +36,14 @@ class ListenerMetrics:
             "Batches that failed to commit and were kept for a retry",
             registry=self.registry,
         )
+        self.batch_size = Histogram(
+            "infoscreen_listener_batch_size",
+            "Messages written in one batch",
+            registry=self.registry,
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000),
+        )
         self.pending = Gauge(
             "infoscreen_listener_pending_messages",
             "Messages received and not yet committed",
             registry=self.registry,
         )
-
-    def serve(self, port: int, address: str = "127.0.0.1") -> None:
-        start_http_server(port, addr=address, registry=self.registry)

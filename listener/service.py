@@ -230,8 +230,6 @@ def build_listener(
 ) -> Listener:
     """A listener that parses and writes in this process (tests, embedding)."""
     sink = InlineSink(Intake(settings, build_batcher(settings, clock=clock)))
-    if settings.listener_metrics_port:
-        sink.batcher.metrics.serve(settings.listener_metrics_port)
     return Listener(settings, sink, clock=clock, client_id=client_id)
 
 

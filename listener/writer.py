@@ -143,6 +143,7 @@ def report_committed(conn: Connection, committed: int, reported: int) -> int:
 def writer_main(settings: Settings, conn: Connection, log_level: str) -> None:
     """Child side: parse, batch and write until the parent says stop (or goes away)."""
     from core.logs import configure_logging
+    from core.metrics import serve_metrics
     from listener.intake import Intake, build_batcher
 
     # The parent coordinates shutdown: a Ctrl-C must not stop us before we drained.
@@ -150,9 +151,7 @@ def writer_main(settings: Settings, conn: Connection, log_level: str) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure_logging(log_level, settings.log_format)
     batcher = build_batcher(settings)
-    if settings.listener_metrics_port:
-        batcher.metrics.serve(settings.listener_metrics_port)
-        log.info("metrics on http://127.0.0.1:%d/metrics", settings.listener_metrics_port)
+    serve_metrics(batcher.metrics.registry, settings.listener_metrics_address, "listener")
     intake = Intake(settings, batcher)
     reported = 0
     while True:

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.clock import Clock, utc_now
 from core.scheduler_state import record_good_cycle
+from scheduler.metrics import SchedulerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class Scheduler:
         clock: Clock = utc_now,
         poll_seconds: float = 5.0,
         leader: Callable[[], bool] | None = None,
+        metrics: SchedulerMetrics | None = None,
     ):
         self.session_factory = session_factory
         self.jobs = list(jobs)
@@ -43,6 +45,7 @@ class Scheduler:
         self.leader = leader
         self.stopping = threading.Event()
         self.failures: set[str] = set()  # the jobs that failed in the current cycle
+        self.metrics = metrics
 
     def step(self, name: str, job: Job) -> bool:
         """One step of one job in its own transaction. Errors are logged, never raised."""
@@ -52,12 +55,16 @@ class Scheduler:
         except Exception:
             log.exception("job %s failed; it runs again next cycle", name)
             self.failures.add(name)
+            if self.metrics is not None:
+                self.metrics.job_errors.labels(name).inc()
             return False
 
     def run_cycle(self) -> dict[str, float]:
         """Every job until it has nothing left; returns each job's time in ms (empty when
         another scheduler is the acting one)."""
         if self.leader is not None and not self.leader():
+            if self.metrics is not None:
+                self.metrics.cycle({}, acting=False, good_at=None)
             return {}  # another scheduler acts; this one stands by
         self.failures = set()
         timings: dict[str, float] = {}
@@ -70,17 +77,20 @@ class Scheduler:
                     break
             timings[name] = (time.monotonic() - started) * 1000
             log.debug("job %s: %d steps in %.1f ms", name, steps, timings[name])
-        if not self.failures and not self.stopping.is_set():
-            self._record_good_cycle()
+        good = not self.failures and not self.stopping.is_set() and self._record_good_cycle()
+        if self.metrics is not None:
+            self.metrics.cycle(timings, acting=True, good_at=time.time() if good else None)
         return timings
 
-    def _record_good_cycle(self) -> None:
+    def _record_good_cycle(self) -> bool:
         """For readiness (core.scheduler_state): a failure here is logged, not raised."""
         try:
             with self.session_factory() as session, session.begin():
                 record_good_cycle(session, self.clock())
         except Exception:
             log.exception("could not record the good cycle")
+            return False
+        return True
 
     def run(self) -> None:
         names = ", ".join(name for name, _ in self.jobs) or "none yet"

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.commands import CommandPolicy
 from core.config import Settings
 from core.db import make_engine, make_session_factory
+from core.metrics import serve_metrics
 from core.notify_plan import Policy
 from mosquitto.certs import CertStore
 from mqtt_client import default_client_id
@@ -27,6 +28,7 @@ from scheduler.commands import (
 from scheduler.health import FollowLiveness, detect_crashes
 from scheduler.leader import Leadership
 from scheduler.loop import Job, Scheduler
+from scheduler.metrics import SchedulerMetrics
 from scheduler.monitoring import DeliverEvents, PublishClientStates
 from scheduler.notifications import PlanNotifications, SendNotifications, SyncDeclaredChannels
 from scheduler.pruning import PruneHistory
@@ -80,11 +82,14 @@ def run(settings: Settings) -> None:
     # The pid too: two schedulers on one host must not knock each other off the broker.
     publisher = Publisher.start(settings, f"{default_client_id('scheduler')}-{os.getpid()}")
     leadership = Leadership(engine)
+    metrics = SchedulerMetrics()
+    serve_metrics(metrics.registry, settings.scheduler_metrics_address, "scheduler")
     scheduler = Scheduler(
         session_factory,
         build_jobs(settings, publisher, session_factory),
         poll_seconds=settings.scheduler_poll_seconds,
         leader=leadership.holds,
+        metrics=metrics,
     )
     signal.signal(signal.SIGTERM, scheduler.stop)
     signal.signal(signal.SIGINT, scheduler.stop)

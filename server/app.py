@@ -84,14 +84,16 @@ def create_app(settings: Settings | None = None) -> Flask:
         commands,
         groups,
         health,
+        metrics,
         notifications,
         screenshots,
         web,
     )
 
     for blueprint in (health.bp, auth.bp, web.bp, audit.bp, screenshots.compat,
-                      notifications.panel):
+                      notifications.panel, metrics.bp):
         app.register_blueprint(blueprint)
+    metrics.init_app(app)
     openapi.init_app(app)
     openapi.register_blueprint(api.bp)
     openapi.register_blueprint(commands.bp)

@@ -13,7 +13,8 @@ from server import create_app
 from tests.helpers import make_web_app
 
 PASSWORD = "a long enough password"
-PUBLIC = {"/healthz", "/readyz", "/login", "/api/auth/login", "/static/<path:filename>"}  # sign-in itself
+# Health checks, and sign-in itself.
+PUBLIC = {"/healthz", "/readyz", "/login", "/api/auth/login", "/static/<path:filename>"}
 
 
 @pytest.fixture
@@ -40,7 +41,7 @@ def sign_in(client, username: str) -> str:
 
 # Routes for scripts and tools: 401, not a redirect to the sign-in page. /screenshots/ are the
 # deployed server's picture routes, which its tools call.
-SCRIPT_ROUTES = ("/api/", "/screenshots/")
+SCRIPT_ROUTES = ("/api/", "/screenshots/", "/metrics")
 
 
 def protected_routes(app) -> list[tuple[str, str, str]]:

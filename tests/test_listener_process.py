@@ -45,6 +45,9 @@ def process_env(broker, db, screenshot_dir, **extra: str) -> dict[str, str]:
         "MQTT_PASSWORD": broker.server.password,
         "LISTENER_CLIENT_ID": f"proc-{uuid.uuid4().hex[:6]}",
         "SCREENSHOT_DIR": str(screenshot_dir),
+        # Not the default ports: a stack running on this machine may hold them.
+        "LISTENER_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
+        "SCHEDULER_METRICS_ADDRESS": f"127.0.0.1:{free_port()}",
         **extra,
     }
 
@@ -52,7 +55,7 @@ def process_env(broker, db, screenshot_dir, **extra: str) -> dict[str, str]:
 def test_sigterm_writes_what_was_taken_and_exits_zero(db, broker, publish_as, tmp_path):
     metrics_port = free_port()
     env = process_env(broker, db, tmp_path, LISTENER_FLUSH_MS="5000", LISTENER_BATCH_SIZE="50000",
-                      LISTENER_METRICS_PORT=str(metrics_port))
+                      LISTENER_METRICS_ADDRESS=f"127.0.0.1:{metrics_port}")
     proc = subprocess.Popen([sys.executable, "-m", "infoscreen", "listener"], env=env,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
