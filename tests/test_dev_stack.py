@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 from dotenv import dotenv_values
@@ -148,3 +150,61 @@ def test_dev_runs_the_stack_with_simulated_screens_and_ctrl_c_stops_it(tmp_path)
     wait_until(lambda: not any(port_in_use(p) for p in (mqtt_port, service_port, web_port)),
                timeout=15,
                message="the broker and the web server to be gone")
+
+
+@contextlib.contextmanager
+def quick_start(cwd, output_file) -> Iterator[str]:
+    """`infoscreen dev --clients 3` in `cwd` on free ports, until the block ends (Ctrl-C);
+    yields the web server's URL."""
+    ports = [str(free_port()) for _ in range(3)]
+    with open(output_file, "a") as output:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "infoscreen", "dev", "--clients", "3", "--mqtt-port",
+             ports[0], "--service-port", ports[1], "--web-port", ports[2]],
+            cwd=cwd, env={"PATH": os.environ["PATH"]}, stdout=output,
+            stderr=subprocess.STDOUT, text=True)
+    try:
+        yield f"http://127.0.0.1:{ports[2]}"
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            stack = descendants(proc.pid)
+            proc.kill()
+            for pid, _ in stack:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def cli(cwd, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "infoscreen", *args], cwd=cwd, input=stdin,
+                          env={"PATH": os.environ["PATH"]}, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_a_backup_taken_while_it_runs_brings_the_screens_back_after_the_database_is_lost(
+        tmp_path):
+    output = tmp_path / "dev.out"
+    with quick_start(tmp_path, output):
+        wait_until(lambda: len(clients(tmp_path)) == 3, timeout=60, interval=0.5,
+                   message="three simulated screens")
+        added = cli(tmp_path, "user", "add", "olga", "--role", "operator", "--password-stdin",
+                    stdin="a long enough password\n")
+        assert added.returncode == 0, added.stderr
+        taken = cli(tmp_path, "backup", "--output", str(tmp_path / "site.tar.gz"))
+        assert taken.returncode == 0, taken.stderr
+        screens = sorted(c["uuid"] for c in clients(tmp_path))
+    (tmp_path / "var" / "infoscreen.db").unlink()
+    assert clients(tmp_path) == []
+    refused = cli(tmp_path, "restore", str(tmp_path / "site.tar.gz"))
+    assert refused.returncode == 1 and "--force" in refused.stderr  # the broker files exist
+    restored = cli(tmp_path, "restore", str(tmp_path / "site.tar.gz"), "--force")
+    assert restored.returncode == 0, restored.stderr
+    assert sorted(c["uuid"] for c in clients(tmp_path)) == screens
+    with quick_start(tmp_path, output) as url:
+        wait_until(lambda: web_up(url), timeout=60, message="/healthz")
+        wait_until(lambda: all(c["status"] == "alive" for c in clients(tmp_path))
+                   and len(clients(tmp_path)) == 3, timeout=60, interval=0.5,
+                   message="the same three screens, alive again")
+        assert sorted(c["uuid"] for c in clients(tmp_path)) == screens
+        assert "olga" in cli(tmp_path, "user", "list").stdout
