@@ -24,6 +24,10 @@ SERVICE_PORT = 8885  # the services, on the compose network only
 GUARD_PLUGIN = Path("/mosquitto/plugins/infoscreen_guard.so")  # built by mosquitto/Dockerfile
 
 
+# Runs the `infoscreen` image's command line against the stack's database.
+FIRST_ADMIN = "docker compose run --rm server user add admin --role admin"
+
+
 def _secret(path: Path, make) -> str:
     """Keep an existing secret: re-running init must not lock the services out."""
     if path.exists():
@@ -109,4 +113,6 @@ def init_compose(args: argparse.Namespace, settings: Settings) -> int:
           "docker compose up -d")
     print("add a device:  BROKER_DIR=var/compose/broker infoscreen device add UUID && "
           "docker compose kill -s HUP mosquitto")
+    print(f"create the first admin (its password is printed once):\n  {FIRST_ADMIN}")
+    print("the panels: https://$INFOSCREEN_DOMAIN/ (Caddy; localhost when it is not set)")
     return 0

@@ -15,7 +15,7 @@ APP = ("migrate", "server", "listener", "scheduler")
 
 
 def test_it_has_the_production_services():
-    assert set(COMPOSE["services"]) == {"postgres", "mosquitto", *APP}
+    assert set(COMPOSE["services"]) == {"postgres", "mosquitto", "caddy", *APP}
 
 
 def test_app_services_run_the_infoscreen_commands_in_production_mode():
@@ -57,7 +57,8 @@ def test_the_broker_files_are_mounted_read_only_and_only_tls_leaves_loopback():
     assert broker["ports"] == ["8883:8883"]  # the TLS listener, for devices on the network
     for name, service in COMPOSE["services"].items():
         for port in service.get("ports", []):
-            assert port.startswith("127.0.0.1:") or port == "8883:8883", name
+            assert port.startswith("127.0.0.1:") or port == "8883:8883" or (
+                name == "caddy" and port in ("80:80", "443:443")), name
 
 
 def test_app_services_talk_tls_to_the_broker_and_trust_the_mounted_ca_bundle():
@@ -102,7 +103,9 @@ def test_compose_init_writes_every_mounted_file(tmp_path, monkeypatch):
         assert path.exists() and path.stat().st_mode & 0o777 == 0o600, path
     for service in COMPOSE["services"].values():
         for volume in service.get("volumes", []):
-            if volume.startswith("./"):
+            if volume.startswith("./deploy/"):  # shipped with the project
+                assert (ROOT / volume.split(":")[0]).exists(), volume
+            elif volume.startswith("./"):
                 assert (tmp_path / volume.split(":")[0]).exists(), volume
     conf = (tmp_path / "var/compose/broker/mosquitto.conf").read_text()
     assert "password_file /mosquitto/broker/passwd\n" in conf
@@ -157,3 +160,27 @@ def test_the_listener_stores_screenshots_where_the_server_reads_them():
         assert env["SCREENSHOT_DIR"] == "/var/lib/infoscreen/screenshots"
         assert "./var/compose/broker/certs/ca-bundle.crt:/run/infoscreen/ca-bundle.crt:ro" in \
             services[name]["volumes"]
+
+
+def test_https_in_front_of_the_panels_with_the_proxy_trusted_once():
+    caddy = COMPOSE["services"]["caddy"]
+    assert "443:443" in caddy["ports"]
+    assert caddy["depends_on"]["server"]["condition"] == "service_healthy"
+    mount = next(v for v in caddy["volumes"] if v.endswith(":/etc/caddy/Caddyfile:ro"))
+    caddyfile = (ROOT / mount.split(":")[0]).read_text()
+    assert "reverse_proxy server:8080" in caddyfile
+    assert COMPOSE["services"]["server"]["environment"]["TRUSTED_PROXIES"] == "1"
+
+
+def test_compose_init_says_how_to_create_the_first_admin_and_that_command_parses(
+        tmp_path, monkeypatch, capsys):
+    from infoscreen.cli import build_parser
+    from infoscreen.compose import FIRST_ADMIN
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["compose", "init"]) == 0
+    assert FIRST_ADMIN in capsys.readouterr().out
+    words = FIRST_ADMIN.split()
+    assert words[:5] == ["docker", "compose", "run", "--rm", "server"]
+    args = build_parser().parse_args(words[5:])  # what the image's `infoscreen` gets
+    assert (args.command, args.name, args.role) == ("user", "admin", "admin")
