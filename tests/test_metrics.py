@@ -146,3 +146,40 @@ def test_the_scheduler_process_serves_its_metrics(db, broker, tmp_path):
         wait_until(good_cycle, timeout=30, message="a good cycle in the scheduler's metrics")
     finally:
         _stop(proc)
+
+
+def test_the_alert_rules_and_the_dashboard_use_only_metrics_that_exist(db):
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from listener.metrics import ListenerMetrics
+    from tests.test_wall import add_screens
+
+    root = Path(__file__).resolve().parents[1] / "deploy"
+    rules = (root / "prometheus" / "infoscreen-alerts.yml").read_text()
+    yaml.safe_load(rules)
+    yaml.safe_load((root / "prometheus" / "prometheus.yml").read_text())
+    dashboard = (root / "grafana" / "infoscreen-dashboard.json").read_text()
+    used = set(re.findall(r"infoscreen_[a-z_]+", rules + dashboard))
+    add_screens(db, 1)
+    app = make_web_app(db.url)
+    try:
+        client = app.test_client()
+        client.get("/healthz")
+        exposed = client.get("/metrics", headers=tokens(db)["viewer"]).get_data(as_text=True)
+    finally:
+        close_web_app(app)
+    from prometheus_client import generate_latest
+
+    scheduler = SchedulerMetrics()
+    scheduler.job_errors.labels("x").inc()
+    scheduler.job_seconds.labels("x").observe(1)
+    listener = ListenerMetrics()
+    listener.stored.labels("heartbeat").inc()
+    listener.rejected.labels("invalid_json").inc()
+    exposed += generate_latest(scheduler.registry).decode()
+    exposed += generate_latest(listener.registry).decode()
+    known = set(re.findall(r"^(?:# TYPE )?(infoscreen_[a-z_]+)", exposed, re.M))
+    assert used and used <= known, used - known
