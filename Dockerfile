@@ -3,7 +3,7 @@ FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
-COPY pyproject.toml README.md alembic.ini ./
+COPY pyproject.toml README.md alembic.ini requirements.lock ./
 COPY core core
 COPY listener listener
 COPY scheduler scheduler
@@ -14,6 +14,6 @@ COPY mqtt_client mqtt_client
 COPY migrations migrations
 COPY infoscreen infoscreen
 COPY frontend frontend
-RUN pip install . && useradd --system --uid 10001 infoscreen
+RUN pip install -c requirements.lock . && useradd --system --uid 10001 infoscreen
 USER infoscreen
 ENTRYPOINT ["infoscreen"]

@@ -142,6 +142,13 @@ def disable_user(session: Session, username: str, *, now: datetime, actor: str) 
     return True
 
 
+def remove_user(session: Session, username: str, *, now: datetime, actor: str) -> None:
+    """Delete the user; their sessions end with them. The audit log keeps their name."""
+    user = find_user(session, username)
+    audit(session, now, actor, "user.remove", username, role=user.role)
+    session.delete(user)
+
+
 def enable_user(session: Session, username: str, *, now: datetime, actor: str) -> bool:
     """Let a disabled user sign in again (their old sessions stay ended); False if enabled."""
     user = find_user(session, username)

@@ -217,8 +217,17 @@ def cmd_account_add(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_account_remove(settings: Settings, args: argparse.Namespace) -> int:
     from mosquitto.accounts import AccountError, AccountStore, reload_broker
 
+    store = AccountStore(settings.broker_dir, settings.mqtt_topic_prefix)
+    role = getattr(args, "role", None)  # device/monitor remove: only logins of that role
+    found = store.load().get(args.name)
+    if role and found is not None and found.role != role:
+        how = (f"{found.role} remove" if found.role in ("device", "monitor")
+               else "broker remove-account")
+        print(f"error: {args.name!r} is a {found.role} login, not a {role}; remove it with "
+              f"`infoscreen {how}`", file=sys.stderr)
+        return 2
     try:
-        AccountStore(settings.broker_dir, settings.mqtt_topic_prefix).remove(args.name)
+        store.remove(args.name)
     except AccountError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -227,13 +236,15 @@ def cmd_account_remove(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_account_list(settings: Settings, _args: argparse.Namespace) -> int:
+def cmd_account_list(settings: Settings, args: argparse.Namespace) -> int:
     from mosquitto.accounts import AccountStore
 
-    accounts = AccountStore(settings.broker_dir).load()
-    for account in sorted(accounts.values(), key=lambda a: (a.role, a.username)):
-        print(f"{account.role:<10} {account.username}")
-    print(f"{len(accounts)} accounts in {settings.broker_dir}")
+    role = getattr(args, "role", None)  # device/monitor list: only that role
+    accounts = [a for a in AccountStore(settings.broker_dir).load().values()
+                if role is None or a.role == role]
+    for account in sorted(accounts, key=lambda a: (a.role, a.username)):
+        print(account.username if role else f"{account.role:<10} {account.username}")
+    print(f"{len(accounts)} {role + ' logins' if role else 'accounts'} in {settings.broker_dir}")
     return 0
 
 
@@ -381,6 +392,17 @@ def cmd_user_disable(settings: Settings, args: argparse.Namespace) -> int:
         f"user {args.name!r} is disabled: every session they had has ended and they cannot "
         "sign in",
         f"user {args.name!r} was already disabled; nothing was changed")
+
+
+def cmd_user_remove(settings: Settings, args: argparse.Namespace) -> int:
+    from core.staff import remove_user
+
+    ok, _ = _user_change(settings, remove_user, args.name)
+    if not ok:
+        return 2
+    print(f"removed user {args.name!r}; their sessions have ended (the audit log keeps the "
+          "name)")
+    return 0
 
 
 def cmd_user_enable(settings: Settings, args: argparse.Namespace) -> int:
@@ -717,9 +739,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("uuid", help="the device's uuid, as it uses in its topics")
     _password_options(d)
     d.set_defaults(func=cmd_device_add)
+    d = dsub.add_parser("list", help="list the devices' broker logins")
+    d.set_defaults(func=cmd_account_list, role="device")
     d = dsub.add_parser("remove", help="delete a device's broker login")
     d.add_argument("name", metavar="uuid")
-    d.set_defaults(func=cmd_account_remove)
+    d.set_defaults(func=cmd_account_remove, role="device")
 
     p = add("monitor", None, "provision read-only logins for external monitors")
     msub = p.add_subparsers(dest="monitor_command", required=True, metavar="ACTION")
@@ -729,9 +753,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("name")
     _password_options(m)
     m.set_defaults(func=cmd_monitor_add)
+    m = msub.add_parser("list", help="list the monitor logins")
+    m.set_defaults(func=cmd_account_list, role="monitor")
     m = msub.add_parser("remove", help="delete a monitor login")
     m.add_argument("name")
-    m.set_defaults(func=cmd_account_remove)
+    m.set_defaults(func=cmd_account_remove, role="monitor")
 
     p = add("broker", None, "generate the Mosquitto config and manage broker accounts")
     bsub = p.add_subparsers(dest="broker_command", required=True, metavar="ACTION")
@@ -812,6 +838,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "Audited.")
     u.add_argument("name")
     u.set_defaults(func=cmd_user_enable)
+    u = usub.add_parser("remove", help="delete a user; ends their sessions",
+                        description="Delete a staff user for good (`user disable` keeps them). "
+                        "Their sessions end; the audit log keeps their name. Audited.")
+    u.add_argument("name")
+    u.set_defaults(func=cmd_user_remove)
     u = usub.add_parser("role", help="change a user's role; ends their sessions",
                         description="Give a staff user another role (viewer < operator < admin). "
                         "Every session they signed in to before ends at once, so the new role "
@@ -832,7 +863,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_token_create)
     t = tsub.add_parser("list", help="list the API tokens")
     t.set_defaults(func=cmd_token_list)
-    t = tsub.add_parser("revoke", help="revoke an API token by its id")
+    t = tsub.add_parser("revoke", aliases=["remove"], help="revoke an API token by its id")
     t.add_argument("id")
     t.set_defaults(func=cmd_token_revoke)
 

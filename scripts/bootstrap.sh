@@ -58,16 +58,17 @@ if [ "$want_tests" -eq 1 ]; then
 fi
 [ "${#missing[@]}" -eq 0 ] || apt_install "${missing[@]}"
 
-# The virtualenv, reinstalled when pyproject.toml changes.
+# The virtualenv, reinstalled when pyproject.toml or the lock file changes; the lock file
+# pins every package to the version CI and the Docker image install.
 if [ ! -x .venv/bin/python ]; then
   say "creating .venv"
   "$PYTHON" -m venv .venv
 fi
-stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+stamp=".venv/.installed-$(cat pyproject.toml requirements.lock | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   say "installing the project and its dependencies into .venv"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[test]"
+  .venv/bin/python -m pip install -q -c requirements.lock -e ".[test]"
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

@@ -20,7 +20,9 @@ COMMANDS = [
     ["rejections"], ["device", "add"], ["monitor", "add"], ["broker", "config"],
     ["user", "add"], ["user", "list"], ["user", "passwd"], ["user", "disable"],
     ["user", "enable"], ["user", "role"], ["token", "create"], ["token", "revoke"],
-    ["broker", "add-account"], ["broker", "accounts"],
+    ["broker", "add-account"], ["broker", "accounts"], ["device", "list"],
+    ["device", "remove"], ["monitor", "list"], ["monitor", "remove"], ["user", "remove"],
+    ["token", "remove"], ["backup"], ["restore"],
 ]
 
 
@@ -417,3 +419,41 @@ def test_a_closed_pipe_ends_the_listing_quietly(db):
     errors = listing.stderr.read()
     assert listing.wait(timeout=60) == 0
     assert first.startswith(b"UUID") and errors == b""
+
+
+def test_device_and_monitor_logins_are_listed_and_removed_by_their_own_verbs(tmp_path, capsys,
+                                                                             monkeypatch):
+    monkeypatch.setenv("BROKER_DIR", str(tmp_path / "broker"))
+    monkeypatch.chdir(tmp_path)
+    device = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
+    assert main(["device", "add", device]) == 0
+    assert main(["monitor", "add", "grafana"]) == 0
+    capsys.readouterr()
+    assert main(["device", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert device in listed and "grafana" not in listed and "1 device logins" in listed
+    assert main(["monitor", "list"]) == 0
+    assert "grafana" in capsys.readouterr().out
+    assert main(["device", "remove", "grafana"]) == 2  # a monitor, not a device
+    assert "`infoscreen monitor remove`" in capsys.readouterr().err
+    assert main(["monitor", "remove", "grafana"]) == 0
+    assert main(["device", "remove", device]) == 0
+    capsys.readouterr()
+    assert main(["device", "list"]) == 0
+    assert "0 device logins" in capsys.readouterr().out
+
+
+def test_user_remove_deletes_the_user_and_is_audited(db, capsys, monkeypatch):
+    from sqlalchemy import select
+
+    from core.models import AuditEntry, User
+
+    monkeypatch.setenv("DATABASE_URL", db.url)
+    assert main(["user", "add", "olga", "--role", "viewer"]) == 0
+    assert main(["user", "remove", "olga"]) == 0
+    assert "removed user 'olga'" in capsys.readouterr().out
+    assert main(["user", "remove", "olga"]) == 2
+    assert "no user 'olga'" in capsys.readouterr().err
+    with db.sessions() as session:
+        assert session.scalar(select(User).where(User.username == "olga")) is None
+        assert "user.remove" in session.scalars(select(AuditEntry.action)).all()

@@ -77,3 +77,25 @@ def test_the_installed_wheel_serves_the_sign_in_page_with_its_stylesheet(wheel, 
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["200", "200", "text/css", "True", "True"]
+
+
+def test_the_lock_file_pins_every_dependency_within_its_range():
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [Requirement(r) for r in [*project["dependencies"],
+                                       *project["optional-dependencies"]["test"]]]
+    pins = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, sep, version = line.partition("==")
+            assert sep, f"not an exact pin: {line}"
+            pins[canonicalize_name(name)] = version
+    for requirement in wanted:
+        pinned = pins.get(canonicalize_name(requirement.name))
+        assert pinned, f"{requirement.name} is not in requirements.lock"
+        assert requirement.specifier.contains(pinned, prereleases=True), (
+            f"requirements.lock pins {requirement.name}=={pinned}, outside {requirement}")
