@@ -18,7 +18,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import migrate
@@ -27,7 +27,7 @@ from core.db import make_engine, make_session_factory
 from core.models import Base
 from listener.service import build_listener
 from tests.brokers import Login, TestBroker, TlsTestBroker
-from tests.helpers import close_web_app, make_web_app, postgres_admin_url, wait_until
+from tests.helpers import close_web_app, make_web_app, scratch_postgres_database, wait_until
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -72,18 +72,11 @@ def database(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[TestD
         return
     if kind != "postgresql":
         raise pytest.UsageError(f"--db: unknown database {kind!r}")
-    admin = create_engine(postgres_admin_url(), isolation_level="AUTOCOMMIT")
-    name = f"infoscreen_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = admin.url.set(database=name).render_as_string(hide_password=False)
-    migrate.upgrade(url)
-    engine = make_engine(url)
-    yield TestDatabase(kind, url, engine)
-    engine.dispose()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with scratch_postgres_database("infoscreen_test") as url:
+        migrate.upgrade(url)
+        engine = make_engine(url)
+        yield TestDatabase(kind, url, engine)
+        engine.dispose()
 
 
 @pytest.fixture

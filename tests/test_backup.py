@@ -9,20 +9,19 @@ import json
 import os
 import tarfile
 import threading
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, func, insert, select, text
+from sqlalchemy import func, insert, select, text
 
 from core import migrate
 from core.backup import BackupError, backup, read_archive, restore
 from core.db import make_engine, make_session_factory
 from core.models import Client
 from infoscreen.cli import main
-from tests.helpers import postgres_admin_url
+from tests.helpers import scratch_postgres_database
 
 NOW = datetime(2026, 11, 30, 6, 0, tzinfo=UTC)
 
@@ -35,16 +34,9 @@ def fresh_url(request, tmp_path) -> Iterator[str]:
         migrate.upgrade(url)
         yield url
         return
-    admin = create_engine(postgres_admin_url(), isolation_level="AUTOCOMMIT")
-    name = f"infoscreen_backup_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = admin.url.set(database=name).render_as_string(hide_password=False)
-    migrate.upgrade(url)
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with scratch_postgres_database("infoscreen_backup") as url:
+        migrate.upgrade(url)
+        yield url
 
 
 @pytest.fixture
