@@ -16,9 +16,9 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
-from core import migrate
 from core.db import normalise_url
 from core.models import Base
+from migrations import runner as migrate
 from simulator.loadgen import TlsOptions
 from tests.brokers import TestBroker, TlsTestBroker
 from tests.helpers import free_port, postgres_admin_url, wait_until

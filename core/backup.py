@@ -5,7 +5,8 @@ A backup is one tar.gz, mode 0600 (it holds the CA key and the password hashes),
 manifest listing every file with its size, mode and sha256. It is taken while everything
 runs: SQLite through its online backup API, Postgres with pg_dump (one consistent snapshot).
 A restore checks the whole manifest before it touches anything, refuses to overwrite what
-exists unless told to, and migrates the database to the current schema afterwards.
+exists unless told to, and then has the database migrated to the current schema (the caller
+hands in how: the migrations live above this layer).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sqlite3
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -189,8 +191,8 @@ def _database_exists(url: str) -> str | None:
     return "the database's tables" if tables else None
 
 
-def restore(archive: Path, database_url: str, broker_dir: Path, *, force: bool = False
-            ) -> dict[str, Any]:
+def restore(archive: Path, database_url: str, broker_dir: Path, *,
+            migrate: Callable[[str], None], force: bool = False) -> dict[str, Any]:
     manifest, files = read_archive(archive)
     kind = manifest["database"]["kind"]
     if kind != _kind(database_url):
@@ -223,9 +225,7 @@ def restore(archive: Path, database_url: str, broker_dir: Path, *, force: bool =
     for name, data in broker.items():
         _write(broker_dir / PurePosixPath(name).relative_to(BROKER_DIR), data,
                modes.get(name, 0o600))
-    from core.migrate import upgrade  # Alembic only when it is needed
-
-    upgrade(database_url)
+    migrate(database_url)
     return {"createdAt": manifest["createdAt"], "version": manifest.get("version"),
             "database": kind, "brokerFiles": len(broker)}
 

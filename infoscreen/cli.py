@@ -53,8 +53,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
-    from core import migrate
     from core.db import describe_url
+    from migrations import runner as migrate
 
     if args.check:
         migrate.check(settings.database_url)
@@ -82,10 +82,11 @@ def cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
     from core.backup import BackupError, restore
+    from migrations.runner import upgrade
 
     try:
         done = restore(args.archive, settings.database_url, Path(settings.broker_dir),
-                       force=args.force)
+                       migrate=upgrade, force=args.force)
     except BackupError as exc:
         print(f"infoscreen restore: {exc}", file=sys.stderr)
         return 1

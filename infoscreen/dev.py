@@ -21,13 +21,13 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-from core import migrate
 from core.clock import utc_now
 from core.config import Settings
 from core.db import describe_url, make_engine, make_session_factory
 from core.files import write_private
 from core.staff import ensure_user
 from core.staff import generate_password as staff_password
+from migrations import runner as migrate
 from mosquitto import certs
 from mosquitto.accounts import AccountStore, generate_password
 from mosquitto.config import BrokerConfig, Listener, tls_files, write_config

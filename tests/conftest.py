@@ -21,11 +21,11 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import migrate
 from core.config import Settings
 from core.db import make_engine, make_session_factory
 from core.models import Base
 from listener.service import build_listener
+from migrations import runner as migrate
 from tests.brokers import Login, TestBroker, TlsTestBroker
 from tests.helpers import close_web_app, make_web_app, scratch_postgres_database, wait_until
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, insert, select, text
 
-from core import migrate
 from core.backup import BackupError, backup, read_archive, restore
 from core.db import make_engine, make_session_factory
 from core.models import Client
 from infoscreen.cli import main
+from migrations import runner as migrate
 from tests.helpers import scratch_postgres_database
 
 NOW = datetime(2026, 11, 30, 6, 0, tzinfo=UTC)
@@ -117,7 +117,7 @@ def test_a_backup_while_writing_restores_everything_and_migrates(fresh_url, brok
     for path in broker_dir.rglob("*"):
         if path.is_file() and path.parts[-2] != "data" and "plugins" not in path.parts:
             path.unlink()
-    done = restore(archive, fresh_url, broker_dir)
+    done = restore(archive, fresh_url, broker_dir, migrate=migrate.upgrade)
     restored = client_count(fresh_url)
     assert restored >= 50 and restored % 10 == 0  # whole transactions, never half of one
     assert (broker_dir / "certs" / "ca.key").read_text() == "KEY"
@@ -134,9 +134,9 @@ def test_a_restore_refuses_to_overwrite_without_force(fresh_url, broker_dir, tmp
     add_clients(fresh_url, 100, 5)
     (broker_dir / "acl").write_text("changed since")
     with pytest.raises(BackupError, match="would overwrite .*pass --force"):
-        restore(archive, fresh_url, broker_dir)
+        restore(archive, fresh_url, broker_dir, migrate=migrate.upgrade)
     assert client_count(fresh_url) == 10 and (broker_dir / "acl").read_text() == "changed since"
-    restore(archive, fresh_url, broker_dir, force=True)
+    restore(archive, fresh_url, broker_dir, force=True, migrate=migrate.upgrade)
     assert client_count(fresh_url) == 5 and (broker_dir / "acl").read_text() == "topic read x"
 
 
@@ -154,12 +154,12 @@ def test_a_damaged_backup_changes_nothing(fresh_url, broker_dir, tmp_path):
             target.addfile(member, io.BytesIO(data))
     add_clients(fresh_url, 100, 5)
     with pytest.raises(BackupError, match="broker/acl does not match its checksum"):
-        restore(tampered, fresh_url, broker_dir, force=True)
+        restore(tampered, fresh_url, broker_dir, force=True, migrate=migrate.upgrade)
     assert client_count(fresh_url) == 10
     not_a_backup = tmp_path / "notes.tar.gz"
     not_a_backup.write_bytes(b"hello")
     with pytest.raises(BackupError, match="not a readable backup"):
-        restore(not_a_backup, fresh_url, broker_dir, force=True)
+        restore(not_a_backup, fresh_url, broker_dir, force=True, migrate=migrate.upgrade)
 
 
 def test_the_command_line(tmp_path, broker_dir, capsys, monkeypatch):

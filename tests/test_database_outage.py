@@ -8,8 +8,8 @@ import uuid
 import pytest
 from sqlalchemy import func, select
 
-from core import migrate
 from core.models import Client
+from migrations import runner as migrate
 from tests.conftest import RunningListener, make_settings
 from tests.helpers import wait_until
 from tests.postgres_cluster import PostgresCluster

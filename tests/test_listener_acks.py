@@ -163,7 +163,7 @@ def test_a_database_outage_holds_the_acks_and_the_broker_stops_at_the_window(
 ):
     import sqlite3
 
-    from core import migrate
+    from migrations import runner as migrate
     from tests.conftest import RunningListener, make_settings
 
     path = tmp_path / "locked.db"

@@ -7,8 +7,8 @@ import uuid
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from core import migrate
-from tests.conftest import postgres_admin_url
+from migrations import runner as migrate
+from tests.helpers import postgres_admin_url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -29,7 +29,7 @@ def test_unknown_routes_get_the_json_error_shape(db):
 
 
 def test_a_relative_sqlite_path_means_the_same_file_for_every_process(tmp_path, monkeypatch):
-    from core import migrate
+    from migrations import runner as migrate
 
     monkeypatch.chdir(tmp_path)
     migrate.upgrade("sqlite:///var/relative.db")

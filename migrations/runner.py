@@ -1,4 +1,5 @@
-"""Run Alembic from code, so `infoscreen migrate` and the tests need no alembic.ini lookup."""
+"""Run Alembic from code, so `infoscreen migrate`, a restore and the tests need no alembic.ini
+lookup. It lives beside the migrations it runs: `core` knows nothing of them."""
 
 from __future__ import annotations
 
@@ -7,12 +8,10 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-import migrations
-
 
 def alembic_config(database_url: str) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    config.set_main_option("script_location", str(Path(__file__).resolve().parent))
     config.attributes["database_url"] = database_url
     return config
 
