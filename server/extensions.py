@@ -11,6 +11,7 @@ from flask_wtf import CSRFProtect
 from core.config import Settings
 from core.models import Base
 from server import ratelimit_storage  # noqa: F401  (registers database://)
+from server.schemas import ErrorSchema
 
 # The models live in core (plain SQLAlchemy, shared with the listener and the scheduler);
 # Flask-SQLAlchemy provides the request-scoped session over the same metadata.
@@ -21,7 +22,12 @@ csrf = CSRFProtect()
 # count for every gunicorn worker. Every attempt counts against every limit of a route, even
 # past the first one breached (see server.sign_in_limits).
 limiter = Limiter(key_func=get_remote_address, fail_on_first_breach=False)
-openapi = Api()  # flask-smorest: request validation and /api/openapi.json
+class _Api(Api):
+    # The document describes the error body every route answers (server/app.py).
+    ERROR_SCHEMA = ErrorSchema
+
+
+openapi = _Api()  # flask-smorest: request validation and /api/openapi.json
 
 
 def current_settings() -> Settings:

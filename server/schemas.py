@@ -22,6 +22,15 @@ MAX_SHOT_ID = 2**63 - 1
 MAX_PAGE = 1_000_000
 
 
+class ErrorSchema(Schema):
+    """Every error's body (server/app.py): what went wrong, in words, and for a refused
+    request, which parameter or field and why."""
+
+    error = fields.String(required=True, metadata={"description": "the HTTP status' name"})
+    message = fields.String(required=True)
+    errors = fields.Dict(metadata={"description": "per location, per field: the reasons"})
+
+
 class PageArgs(Schema):
     page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=MAX_PAGE))
     perPage = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
@@ -416,7 +425,7 @@ class RuleSchema(Schema):
     minSeverity = fields.String()
     channelIds = fields.List(fields.Integer())
     groupId = fields.Integer(allow_none=True)
-    createdAt = fields.String()
+    createdAt = fields.String(allow_none=True, metadata={"description": "null: a default"})
 
 
 class RuleListSchema(Schema):
