@@ -68,7 +68,7 @@ from core.contract import UNKNOWN_COMMAND, device_topic  # noqa: E402
 from core.db import make_engine, make_session_factory  # noqa: E402
 from core.models import Client, ClientCommand, IngestRejection  # noqa: E402
 from core.staff import create_token  # noqa: E402
-from simulator.cli import provision  # noqa: E402
+from simulator.credentials import provision  # noqa: E402
 from tests.brokers import Login, TestBroker  # noqa: E402
 from tests.helpers import free_port, wait_until  # noqa: E402
 

@@ -31,7 +31,7 @@ from migrations import runner as migrate
 from mosquitto import certs
 from mosquitto.accounts import AccountStore, generate_password
 from mosquitto.config import BrokerConfig, Listener, tls_files, write_config
-from simulator.cli import read_credentials, write_credentials
+from simulator.credentials import read_credentials, write_credentials
 from simulator.profiles import describe, parse_mix, profiles_for
 
 VAR = Path("var")

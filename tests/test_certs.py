@@ -1,4 +1,4 @@
-"""Certificate tooling for the broker's TLS (mosquitto/certs.py and `infoscreen certs`).
+"""Certificate tooling for the broker's TLS (mosquitto/certs/ and `infoscreen certs`).
 
 Pure: no broker. The certificates are read back with `cryptography`, verified with its
 X.509 path validation and with Python's ssl module over a local socket pair.

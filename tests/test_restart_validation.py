@@ -18,7 +18,7 @@ import pytest
 
 from core.clock import utc_now
 from core.staff import create_token
-from simulator.cli import write_credentials
+from simulator.credentials import write_credentials
 from tests.helpers import free_port, wait_until, web_up
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]

@@ -25,7 +25,7 @@ from core.clock import iso_z, utc_now
 from core.config import Settings
 from core.contract import COMMAND_ACK, STATUS
 from infoscreen.dev import find_mosquitto
-from simulator import cli
+from simulator import cli, credentials
 from simulator import device as device_module
 from simulator.device import (
     COMMAND_KEYS,
@@ -574,7 +574,7 @@ def test_simulate_rejects_impossible_command_options(argv, message, capsys):
 
 def test_simulate_hands_speed_failure_rate_and_processes_to_the_fleet(tmp_path, monkeypatch):
     path = tmp_path / "devices.json"
-    cli.write_credentials(path, [(SCREEN, "pw-123456"), (OTHER_SCREEN, "pw-654321")])
+    credentials.write_credentials(path, [(SCREEN, "pw-123456"), (OTHER_SCREEN, "pw-654321")])
     seen: list[tuple[DeviceOptions, int]] = []
 
     def run(settings, devices, options, stop, *, processes):
@@ -593,7 +593,7 @@ def test_simulate_hands_speed_failure_rate_and_processes_to_the_fleet(tmp_path, 
 
 def test_simulate_refuses_an_infinite_speed(tmp_path, capsys):
     path = tmp_path / "devices.json"
-    cli.write_credentials(path, [(SCREEN, "pw-123456")])
+    credentials.write_credentials(path, [(SCREEN, "pw-123456")])
     settings = Settings.model_validate({"BROKER_DIR": str(tmp_path / "broker")})
     args = parse("--credentials", str(path), "--clients", "1", "--speed", "inf")
     assert cli.main(settings, args) == cli.EXIT_USAGE

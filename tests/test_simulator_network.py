@@ -22,7 +22,7 @@ import pytest
 
 from core.config import Settings
 from infoscreen.dev import find_mosquitto
-from simulator import cli
+from simulator.credentials import write_credentials
 from simulator.device import DeviceOptions
 from simulator.fleet import Fleet, run_fleet, split_fleet
 from tests.brokers import Login, broker_with_devices
@@ -184,7 +184,7 @@ def test_a_signal_stops_every_worker_process_and_each_says_offline(
 ):
     screens = [s.username for s in fleet_broker.screens]
     credentials = tmp_path / "devices.json"
-    cli.write_credentials(credentials, [(s.username, s.password) for s in fleet_broker.screens])
+    write_credentials(credentials, [(s.username, s.password) for s in fleet_broker.screens])
     presence = Presence(fleet_broker.broker)
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),

@@ -35,7 +35,7 @@ from core.contract import (
 )
 from infoscreen.dev import find_mosquitto
 from mosquitto.accounts import AccountStore
-from simulator import cli, loadgen
+from simulator import cli, credentials, loadgen
 from simulator.device import (
     DeviceOptions,
     SimulatedDevice,
@@ -571,16 +571,16 @@ def test_simulate_refuses_a_missing_credentials_file(tmp_path, capsys):
 
 def test_provision_creates_the_missing_devices_and_their_accounts(tmp_path):
     settings, path = cli_settings(tmp_path), tmp_path / "var" / "devices.json"
-    first = cli.provision(settings, path, 2)
+    first = credentials.provision(settings, path, 2)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    second = cli.provision(settings, path, 3)
+    second = credentials.provision(settings, path, 3)
     assert second[:2] == first and len(second) == 3
-    assert cli.load_credentials(path, 3) == second
+    assert credentials.load_credentials(path, 3) == second
     accounts = AccountStore(settings.broker_dir).load()
     assert {u for u, _ in second} <= set(accounts)
     assert {accounts[u].role for u, _ in second} == {"device"}
-    with pytest.raises(cli.CredentialsError, match=re.escape(str(path))):
-        cli.load_credentials(path, 4)
+    with pytest.raises(credentials.CredentialsError, match=re.escape(str(path))):
+        credentials.load_credentials(path, 4)
 
 
 def test_load_mode_needs_a_simulator_account(tmp_path, capsys, monkeypatch):

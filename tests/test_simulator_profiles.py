@@ -21,7 +21,7 @@ from core.clock import iso_z, utc_now
 from core.config import Settings
 from core.contract import COMMAND_ACK, HEALTH, POWER_STATE
 from infoscreen.dev import SIM_PROFILE_MIX, find_mosquitto, sim_profiles
-from simulator import cli
+from simulator import cli, credentials
 from simulator.device import (
     REFERENCE,
     DeviceOptions,
@@ -417,7 +417,7 @@ def test_simulate_offers_the_profiles_and_a_mix(capsys):
 
 def run_cli(tmp_path, monkeypatch, *argv: str) -> tuple[int, list[DeviceOptions]]:
     path = tmp_path / "devices.json"
-    cli.write_credentials(path, [(SCREEN, "pw-123456")])
+    credentials.write_credentials(path, [(SCREEN, "pw-123456")])
     seen: list[DeviceOptions] = []
 
     def run(settings, devices, options, stop, *, processes):
