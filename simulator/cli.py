@@ -28,10 +28,10 @@ from simulator.credentials import (
     load_credentials,
     provision,
 )
-from simulator.device import BLACK_CAPTURES, REFERENCE, DeviceOptions
 from simulator.fleet import run_fleet_processes
 from simulator.loadgen import LoadError, TlsOptions, client_ids, run_load
-from simulator.profiles import PROFILES, parse_mix
+from simulator.options import BLACK_CAPTURES, DeviceOptions
+from simulator.profiles import PROFILES, REFERENCE, parse_mix
 from simulator.screen import SIZE
 from simulator.tv import format_standby, parse_standby
 

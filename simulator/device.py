@@ -16,369 +16,57 @@ connection (the broker publishes the will), comes back through the fleet's `Link
 
 What differs between client generations (health shape, ack keys, the actions run, extra
 topics, the screenshot's topic and shape)
-is asked of the device's `Profile`; this module's `Profile` is the reference client, and
-`simulator.profiles` holds the deployed ones.
+is asked of the device's `Profile` (simulator.profiles: the reference client and the deployed
+ones). The payloads are in simulator.payloads, the fleet's options in simulator.options.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
-import math
 import random
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, time
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol
-from zoneinfo import ZoneInfo
 
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.reasoncodes import ReasonCode
-
-from core.clock import Clock, as_utc, iso_z, utc_now
-from core.contract import CLIENT_ID_RE, device_topic
+from core.clock import Clock, utc_now
+from core.contract import device_topic
 from simulator import screen
-from simulator.screen import EVENT_START, EVENT_STOP, PERIODIC, Event, Screenshot
+from simulator.device_commands import (
+    POWER_ON,
+    REBOOTING,
+    CommandHandling,
+)
+from simulator.options import (
+    BLACK_CAPTURES,
+    DeviceOptions,
+)
+from simulator.payloads import (
+    GROUP_ID,
+    delivered,
+    discovery_payload,
+    encode,
+    heartbeat_payload,
+    hostname_for,
+    ip_for,
+    service_failed_payload,
+    status_payload,
+)
+from simulator.profiles import REFERENCE, DeviceState, Profile
+from simulator.screen import EVENT_START, EVENT_STOP, PERIODIC, Screenshot
 
 if TYPE_CHECKING:
-    from simulator.tv import Tv
+    pass
 
 log = logging.getLogger(__name__)
-
-PLAYER_UNIT = "infoscreen-player.service"
-SOFTWARE_VERSION = "2025.1.0-sim"
-SUPPORTED_ACTIONS = ("reboot_host", "shutdown_host", "restart_app")
-ACK_SUFFIXES = ("commands/ack", "command/ack")  # deployed clients ack on both; so do we
-HARDWARE = {"model": "Raspberry Pi 4 Model B Rev 1.4", "memory_mb": 4096, "simulated": True}
-
-# The command payload of contract v1: exactly these keys, validated strictly.
-COMMAND_SCHEMA_VERSION = "1.0"
-COMMAND_KEYS = (
-    "schema_version",
-    "command_id",
-    "client_uuid",
-    "action",
-    "issued_at",
-    "expires_at",
-    "requested_by",
-    "reason",
-)
-# error_code of a `failed` ack
-INVALID_COMMAND = "invalid_command"  # keys missing or unknown, or a value of the wrong type
-UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
-WRONG_CLIENT = "wrong_client"  # client_uuid names another device
-UNSUPPORTED_ACTION = "unsupported_action"
-SIMULATED_FAILURE = "simulated_failure"  # DeviceOptions.command_failure_rate
-GROUP_ID = "group_id"  # the server's retained group of a device: the id as text, or empty
-
-# How long the steps of a command take, in seconds at speed 1 (DeviceOptions.speed divides them).
-START_SECONDS = (0.05, 0.25)  # accepted -> execution_started
-RESTART_APP_SECONDS = (1.0, 3.0)  # execution_started -> completed: the player runs again
-POWER_DOWN_SECONDS = (0.5, 1.5)  # execution_started -> the host drops its connection
-REBOOT_OFFLINE_SECONDS = (10.0, 90.0)  # away; `completed` follows the reconnect
-FAILURE_SECONDS = (0.5, 2.0)  # execution_started -> failed
-HANDLED_COMMANDS_KEPT = 1000  # command ids remembered to spot a redelivery
-# A host going down first lets its agent hand what it sent to the broker (else paho would send
-# it again after the reboot, which a rebooted host cannot): at most this many short waits.
-BLACK_CAPTURES = (2, 4)  # a black episode lasts this many periodic captures
-DRAIN_POLL_SECONDS = 0.01
-DRAIN_POLLS = 100
 
 # The player's process id after a boot; each restart of the player adds a step.
 PLAYER_PID = 1187
 PLAYER_PID_STEP = 17
 
-# Power states of the host.
-POWER_ON = "on"
-REBOOTING = "rebooting"
-SHUT_DOWN = "shut_down"  # stays off for the rest of the run
-# MQTT 5 DISCONNECT 0x04: the broker publishes the will, as when a host drops off the network.
-DISCONNECT_WITH_WILL = ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message")
-
-
-def hostname_for(index: int) -> str:
-    return f"sim-screen-{index:03d}"
-
-
-def ip_for(index: int) -> str:
-    # Documentation-free private range, deterministic so the panels stay stable across runs.
-    return f"10.77.{index // 250 % 256}.{index % 250 + 1}"
-
-
-def discovery_payload(
-    client_uuid: str,
-    *,
-    hostname: str,
-    ip: str,
-    software_version: str = SOFTWARE_VERSION,
-    hardware: dict[str, Any] | None = None,
-    group_id: str | None = None,
-) -> dict[str, Any]:
-    payload: dict[str, Any] = {
-        "uuid": client_uuid,
-        "hostname": hostname,
-        "ip": ip,
-        "software_version": software_version,
-        "hardware": dict(HARDWARE if hardware is None else hardware),
-    }
-    if group_id is not None:
-        payload["group_id"] = group_id
-    return payload
-
-
-def heartbeat_payload(now: datetime) -> dict[str, Any]:
-    return {"timestamp": iso_z(now)}
-
-
-def health_payload(
-    now: datetime,
-    *,
-    process_status: str,
-    cpu_percent: float,
-    memory_percent: float,
-    reconnect_count: int,
-    last_disconnect_at: datetime | None,
-) -> dict[str, Any]:
-    return {
-        "timestamp": iso_z(now),
-        "process_status": process_status,
-        "cpu_percent": round(cpu_percent, 1),
-        "memory_percent": round(memory_percent, 1),
-        "broker_connection": {
-            "reconnect_count": reconnect_count,
-            "last_disconnect_at": iso_z(last_disconnect_at) if last_disconnect_at else None,
-        },
-    }
-
-
-def service_failed_payload(
-    failed_at: datetime,
-    *,
-    unit: str = PLAYER_UNIT,
-    exit_code: int = 1,
-    message: str = "start request repeated too quickly; systemd gave up restarting the player",
-) -> dict[str, Any]:
-    return {
-        "unit": unit,
-        "failed_at": iso_z(failed_at),
-        "exit_code": exit_code,
-        "message": message,
-    }
-
-
-def status_payload(status: str, session: int) -> dict[str, Any]:
-    return {"status": status, "session": session}
-
-
-def ack_payload(
-    command_id: str,
-    status: str,
-    *,
-    error_code: str | None = None,
-    error_message: str | None = None,
-) -> dict[str, Any]:
-    payload: dict[str, Any] = {"command_id": command_id, "status": status}
-    if error_code is not None:
-        payload["error_code"] = error_code
-    if error_message is not None:
-        payload["error_message"] = error_message
-    return payload
-
-
-@dataclass(frozen=True)
-class Command:
-    """A command as the server sends it: contract v1, exactly the eight keys."""
-
-    command_id: str
-    action: str
-    issued_at: datetime
-    expires_at: datetime
-    requested_by: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """A command the device answers with `failed` without running it."""
-
-    command_id: str
-    error_code: str
-    error_message: str
-
-
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return as_utc(datetime.fromisoformat(value))
-    except ValueError:
-        return None
-
-
-def parse_command(
-    payload: bytes, client_uuid: str, actions: tuple[str, ...] = SUPPORTED_ACTIONS
-) -> Command | Refusal | None:
-    """Read a command strictly, as the deployed clients do.
-
-    None: it cannot be answered at all (not a JSON object, or no valid `command_id`, so the
-    server could not match an ack), and is ignored. A `Refusal` is answered with `failed` and
-    a named error_code: keys missing or unknown, another schema version, another client's
-    uuid, an action not in `actions`, a value of the wrong type.
-    """
-    try:
-        body = json.loads(payload)
-    except (TypeError, ValueError):  # not JSON, or not UTF-8
-        return None
-    if not isinstance(body, dict):
-        return None
-    command_id = body.get("command_id")
-    if not isinstance(command_id, str) or not CLIENT_ID_RE.match(command_id):
-        return None
-    missing = [key for key in COMMAND_KEYS if key not in body]
-    unknown = sorted(key for key in body if key not in COMMAND_KEYS)
-    if missing or unknown:
-        problems = []
-        if missing:
-            problems.append("missing " + ", ".join(missing))
-        if unknown:
-            problems.append("unknown " + ", ".join(repr(key[:64]) for key in unknown[:5]))
-        return Refusal(command_id, INVALID_COMMAND, "command keys: " + "; ".join(problems))
-    if body["schema_version"] != COMMAND_SCHEMA_VERSION:
-        return Refusal(
-            command_id,
-            UNSUPPORTED_SCHEMA_VERSION,
-            f"schema_version {str(body['schema_version'])[:16]!r} is not "
-            f"{COMMAND_SCHEMA_VERSION!r}",
-        )
-    target = body["client_uuid"]
-    if not isinstance(target, str) or target.lower() != client_uuid.lower():
-        return Refusal(
-            command_id, WRONG_CLIENT, f"command is for client {str(target)[:64]!r}, not for me"
-        )
-    action = body["action"]
-    if action not in actions:
-        return Refusal(command_id, UNSUPPORTED_ACTION, f"unsupported action {str(action)[:64]!r}")
-    issued_at, expires_at = _time(body["issued_at"]), _time(body["expires_at"])
-    if issued_at is None or expires_at is None:
-        return Refusal(command_id, INVALID_COMMAND, "issued_at and expires_at are ISO 8601 times")
-    requested_by, reason = body["requested_by"], body["reason"]
-    if not isinstance(requested_by, str) or not isinstance(reason, str):
-        return Refusal(command_id, INVALID_COMMAND, "requested_by and reason are strings")
-    return Command(command_id, action, issued_at, expires_at, requested_by, reason)
-
-
-def delivered(info: Any) -> bool:
-    """Whether paho has the broker's PUBACK for a message (its MQTTMessageInfo)."""
-    try:
-        return bool(info.is_published())
-    except (RuntimeError, ValueError):  # not sent: no connection, or paho's queue is full
-        return False
-
-
-def encode(payload: dict[str, Any]) -> bytes:
-    return json.dumps(payload, separators=(",", ":")).encode()
-
-
-@dataclass(frozen=True)
-class DeviceOptions:
-    """Behaviour of every device of a simulated fleet."""
-
-    heartbeat_interval: float = 30.0
-    health_interval: float = 60.0
-    # Discovery is sent on every connect and again at this interval, so that a backend that
-    # missed it (it was not subscribed yet) learns the hostname without a reconnect.
-    discovery_interval: float = 300.0
-    crash_rate: float = 0.01  # probability per health interval
-    service_failed_rate: float = 0.002  # probability per health interval
-    crash_intervals: tuple[int, int] = (2, 4)  # a crash lasts this many health intervals
-    software_version: str = SOFTWARE_VERSION
-    group_id: str | None = None
-    seed: int | None = None
-    # Command durations (execution, restart, reboot downtime) are divided by this; the
-    # heartbeat, health and discovery intervals are not.
-    speed: float = 1.0
-    command_failure_rate: float = 0.0  # probability that a command ends in `failed`
-    # The profiles of the fleet, (name, share) in fleet order: simulator.profiles.profiles_for.
-    profile_mix: tuple[tuple[str, int], ...] = (("reference", 1),)
-    # Profiles with a TV (simulator.tv): standby from the first time to the second, local time
-    # in tv_timezone (None: the machine's), and the probability that a switch fails.
-    tv_standby: tuple[time, time] = (time(22, 0), time(6, 0))
-    tv_timezone: str | None = None
-    tv_error_rate: float = 0.0
-    # Screenshots (simulator.screen): one every screenshot_interval seconds (0: none), and one
-    # as each event of the playlist stops and the next starts, every event_seconds; a periodic
-    # capture starts a black episode (the HDMI output died) with black_screen_rate.
-    screenshot_interval: float = 0.0
-    event_seconds: float = 300.0
-    black_screen_rate: float = 0.0
-    screenshot_size: tuple[int, int] = screen.SIZE
-
-    def __post_init__(self) -> None:
-        if min(self.heartbeat_interval, self.health_interval, self.discovery_interval) <= 0:
-            raise ValueError("heartbeat, health and discovery intervals must be positive")
-        if self.screenshot_interval < 0 or self.event_seconds <= 0:
-            raise ValueError(
-                "screenshot_interval is 0 (off) or positive, event_seconds positive"
-            )
-        if not all(16 <= side <= 7680 for side in self.screenshot_size):
-            raise ValueError(
-                f"screenshot_size is (width, height), each 16 to 7680, got {self.screenshot_size!r}"
-            )
-        for name in ("crash_rate", "service_failed_rate", "command_failure_rate", "tv_error_rate",
-                     "black_screen_rate"):  # fmt: skip
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} is a probability between 0 and 1, got {value!r}")
-        if not (math.isfinite(self.speed) and self.speed > 0):
-            raise ValueError(
-                "speed must be a finite number greater than 0 (command durations are divided "
-                f"by it), got {self.speed!r}"
-            )
-        low, high = self.crash_intervals
-        if not 1 <= low <= high:
-            raise ValueError("crash_intervals is (fewest, most) health intervals, at least 1")
-        if not self.profile_mix or any(share < 1 for _, share in self.profile_mix):
-            raise ValueError(
-                "profile_mix names at least one profile, each with a share of 1 or more"
-            )
-        if self.tv_standby[0] == self.tv_standby[1]:
-            raise ValueError("tv_standby starts and ends at the same time")
-        if self.tv_timezone is not None:
-            try:
-                ZoneInfo(self.tv_timezone)
-            except (ValueError, KeyError):  # KeyError: ZoneInfoNotFoundError
-                raise ValueError(
-                    f"tv_timezone {self.tv_timezone!r} is no known time zone"
-                ) from None
-
-
-@dataclass(frozen=True)
-class CommandPlan:
-    """When the steps of one command happen, in seconds already divided by the speed."""
-
-    start_after: float  # accepted -> execution_started
-    finish_after: float  # execution_started -> the outcome (reboot_host: -> the host goes down)
-    offline_for: float  # reboot_host: the host is away this long, then reconnects and completes
-    fails: bool  # ends in `failed` (simulated_failure) instead of running the action
-
-
-def plan_command(action: str, options: DeviceOptions, rng: random.Random) -> CommandPlan:
-    """Draw the durations and the outcome of one command."""
-
-    def seconds(bounds: tuple[float, float]) -> float:
-        return rng.uniform(*bounds) / options.speed
-
-    fails = rng.random() < options.command_failure_rate
-    start_after = seconds(START_SECONDS)
-    if fails:
-        return CommandPlan(start_after, seconds(FAILURE_SECONDS), 0.0, fails=True)
-    if action == "restart_app":
-        return CommandPlan(start_after, seconds(RESTART_APP_SECONDS), 0.0, fails=False)
-    offline_for = seconds(REBOOT_OFFLINE_SECONDS) if action == "reboot_host" else 0.0
-    return CommandPlan(start_after, seconds(POWER_DOWN_SECONDS), offline_for, fails=False)
 
 
 class Timers(Protocol):
@@ -436,20 +124,6 @@ def guarded(callback: Callable[P, None]) -> Callable[P, None]:
 
 
 @dataclass(frozen=True)
-class DeviceState:
-    """What a profile's health report reads: one snapshot, taken under the device's lock."""
-
-    index: int
-    process_status: str
-    process_pid: int | None  # None while the player is down
-    restart_count: int  # player restarts since the boot
-    reconnect_count: int
-    last_disconnect_at: datetime | None
-    event: Event  # what the schedule shows now (simulator.screen.PLAYLIST)
-    uptime_s: float
-
-
-@dataclass(frozen=True)
 class Periodic:
     """Work the fleet's scheduler runs for a device every `interval` seconds."""
 
@@ -458,61 +132,9 @@ class Periodic:
     run: Callable[[], None]
 
 
-class Profile:
-    """How a device speaks the contract; this one is the reference client.
-
-    The device asks its profile for its health and ack payloads, the actions it runs, the
-    topics it reads besides `commands` and whether it has a TV to report on; the device keeps
-    all state. Other profiles (simulator.profiles) override what differs.
-    """
-
-    name = "reference"
-    actions: tuple[str, ...] = SUPPORTED_ACTIONS
-    subscriptions: tuple[str, ...] = ()  # suffixes read at QoS 1 besides `commands`
-    # None: health goes out with each health tick (DeviceOptions.health_interval). Else it has
-    # a cadence of its own, while crashes and service failures keep the health tick's.
-    health_interval: float | None = None
-
-    def health(self, now: datetime, state: DeviceState, rng: random.Random) -> dict[str, Any]:
-        crashed = state.process_status == "crashed"
-        return health_payload(
-            now,
-            process_status=state.process_status,
-            cpu_percent=rng.uniform(0.2, 2.0) if crashed else rng.uniform(8, 45),
-            memory_percent=rng.uniform(25, 60),
-            reconnect_count=state.reconnect_count,
-            last_disconnect_at=state.last_disconnect_at,
-        )
-
-    def ack(
-        self,
-        command_id: str,
-        status: str,
-        *,
-        error_code: str | None = None,
-        error_message: str | None = None,
-    ) -> dict[str, Any]:
-        return ack_payload(command_id, status, error_code=error_code, error_message=error_message)
-
-    def tv(self, client_uuid: str, options: DeviceOptions, rng: random.Random) -> Tv | None:
-        """The screen's TV when this client reports its power state; None: it does not."""
-        return None
-
-    def screenshot(
-        self, client_uuid: str, capture: Screenshot, state: DeviceState
-    ) -> tuple[str, bytes]:
-        """(topic suffix, payload) of a capture: here the legacy topic's raw JPEG, which says
-        nothing of why it was taken."""
-        return screen.LEGACY, screen.legacy_screenshot_payload(capture.jpeg)
-
-    def __repr__(self) -> str:
-        return f"<profile {self.name}>"
 
 
-REFERENCE = Profile()
-
-
-class SimulatedDevice:
+class SimulatedDevice(CommandHandling):
     """One infoscreen: its own broker login, presence, telemetry and command handling, spoken
     as its `profile` speaks them."""
 
@@ -679,166 +301,6 @@ class SimulatedDevice:
         log.log(
             level, "device %s: group_id %s", self.uuid, "none" if group_id is None else group_id
         )
-
-    # commands ------------------------------------------------------------------------------
-
-    def receive_command(self, payload: bytes) -> None:
-        """Ack `accepted` (or refuse) at once; the later steps go to the fleet's scheduler.
-
-        A command seen before (QoS 1 redelivery) runs only once: its last ack is sent again.
-        An expired command is dropped without an ack, as the deployed clients do; the server
-        then marks it `expired`.
-        """
-        parsed = parse_command(payload, self.uuid, self.profile.actions)
-        if parsed is None:
-            log.warning("device %s: command without a valid command_id, ignored", self.uuid)
-            return
-        command_id = parsed.command_id
-        last_ack: dict[str, Any] | None = None
-        expired = isinstance(parsed, Command) and parsed.expires_at <= self.clock()
-        with self._lock:
-            if self.power != POWER_ON:  # going down: the player reads no more commands
-                return
-            seen = command_id in self._commands
-            if seen:
-                self._commands.move_to_end(command_id)
-                last_ack = self._commands[command_id]
-            elif not expired:
-                self._commands[command_id] = None
-                while len(self._commands) > HANDLED_COMMANDS_KEPT:
-                    self._commands.popitem(last=False)
-        if seen:
-            if last_ack is not None:
-                self._send_ack(last_ack)
-            log.info("device %s: command %s delivered again, not run twice", self.uuid, command_id)
-            return
-        if isinstance(parsed, Refusal):
-            ack = self.profile.ack(
-                command_id,
-                "failed",
-                error_code=parsed.error_code,
-                error_message=parsed.error_message,
-            )
-            self._send_ack(ack)
-            log.warning(
-                "device %s: command %s refused: %s", self.uuid, command_id, parsed.error_message
-            )
-            return
-        if expired:
-            log.info(
-                "device %s: command %s expired at %s, dropped",
-                self.uuid,
-                command_id,
-                iso_z(parsed.expires_at),
-            )
-            return
-        self._send_ack(self.profile.ack(command_id, "accepted"))
-        with self._lock:
-            plan = plan_command(parsed.action, self.options, self.command_rng)
-            boot = self._boot
-            self.commands_handled += 1
-        step = functools.partial(self._start_command, parsed, plan, boot)
-        self.timers.call_later(plan.start_after, step)
-
-    def _send_ack(self, ack: dict[str, Any]) -> None:
-        with self._lock:
-            if ack["command_id"] in self._commands:
-                self._commands[ack["command_id"]] = ack
-        for suffix in ACK_SUFFIXES:
-            self._publish(suffix, ack, qos=1)
-
-    def _still_up(self, boot: int) -> bool:
-        with self._lock:
-            return self._boot == boot
-
-    def _start_command(self, command: Command, plan: CommandPlan, boot: int) -> None:
-        if not self._still_up(boot):  # the host went down meanwhile: the work died with it
-            return
-        self._send_ack(self.profile.ack(command.command_id, "execution_started"))
-        step = functools.partial(self._finish_command, command, plan, boot)
-        self.timers.call_later(plan.finish_after, step)
-
-    def _finish_command(self, command: Command, plan: CommandPlan, boot: int) -> None:
-        if not self._still_up(boot):
-            return
-        command_id, action = command.command_id, command.action
-        if plan.fails:
-            self._send_ack(
-                self.profile.ack(
-                    command_id,
-                    "failed",
-                    error_code=SIMULATED_FAILURE,
-                    error_message=f"simulated failure of {action} "
-                    f"(command failure rate {self.options.command_failure_rate:g})",
-                )
-            )
-        elif action == "restart_app":
-            with self._lock:  # a restarted player comes back healthy
-                self.process_status, self._crash_left = "running", 0
-                self.restart_count += 1
-            self._send_ack(self.profile.ack(command_id, "completed"))
-        elif action == "reboot_host":
-            self._power_off(REBOOTING, complete_after_boot=command_id, back_after=plan.offline_for)
-        else:  # shutdown_host: done; off until someone powers the screen on again
-            self._send_ack(self.profile.ack(command_id, "completed"))
-            self._power_off(SHUT_DOWN)
-        log.info(
-            "device %s: command %s %s %s",
-            self.uuid,
-            command_id,
-            action,
-            "failed" if plan.fails else "going down" if action == "reboot_host" else "completed",
-        )
-
-    def _power_off(
-        self,
-        power: str,
-        *,
-        complete_after_boot: str | None = None,
-        back_after: float = 0.0,
-        polls_left: int | None = None,
-    ) -> None:
-        """The host goes down: no goodbye, the broker publishes the will (`offline`).
-
-        A reboot (`power` REBOOTING) powers on again `back_after` seconds later and then
-        completes `complete_after_boot`.
-        """
-        polls_left = DRAIN_POLLS if polls_left is None else polls_left
-        if polls_left > 0 and self._sending():
-            retry = functools.partial(
-                self._power_off,
-                power,
-                complete_after_boot=complete_after_boot,
-                back_after=back_after,
-                polls_left=polls_left - 1,
-            )
-            self.timers.call_later(DRAIN_POLL_SECONDS, retry)
-            return
-        with self._lock:
-            if self.power != POWER_ON:  # already down (two power actions at once)
-                return
-            self.power = power
-            self._boot += 1
-            if complete_after_boot is not None:
-                self._complete_after_boot.append(complete_after_boot)
-            self._in_flight = []
-        if self._link is not None:
-            self._link.disconnect(reasoncode=DISCONNECT_WITH_WILL)
-        else:  # never started: nothing would reconnect anyway
-            self.client.disconnect(reasoncode=DISCONNECT_WITH_WILL)
-        if power == REBOOTING:
-            self.timers.call_later(back_after, self._power_on)
-
-    def _power_on(self) -> None:
-        with self._lock:
-            if self.power != REBOOTING:
-                return
-            self.booted_at = self.clock()
-            self._black_left = 0  # a reboot brings the output back
-        if self._link is None:
-            log.warning("device %s cannot reconnect: it was never started", self.uuid)
-            return
-        self._link.connect()  # on_connect completes the reboot
 
     # periodic work, called by the fleet scheduler ------------------------------------------
 

@@ -35,7 +35,9 @@ import paho.mqtt.client as mqtt
 from core.clock import Clock, utc_now
 from core.config import Settings
 from mqtt_client import connect_async, make_client, tls_context
-from simulator.device import DeviceOptions, MqttClient, Periodic, SimulatedDevice, delivered
+from simulator.device import MqttClient, Periodic, SimulatedDevice
+from simulator.options import DeviceOptions
+from simulator.payloads import delivered
 from simulator.profiles import describe, profiles_for
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,7 @@
 """The client generations a simulated screen can speak, and how a fleet mixes them.
 
-- `reference` (simulator.device.Profile): the contract as this backend documents it.
+- `reference` (`Profile`, the base every generation overrides): the contract as this
+  backend documents it.
 - `infoscreen-2025`: the deployed Raspberry Pi clients. Health every 5 s in their own shape
   (`expected_state`, `actual_state`, `health_metrics`, `broker_connection`; no top-level
   `process_status` or `timestamp`); acks that always carry `error_code` and `error_message`;
@@ -18,23 +19,94 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from core.clock import iso_z
 from core.contract import FROZEN_V1_ACTIONS
-from simulator.device import (
+from simulator import screen
+from simulator.options import DeviceOptions
+from simulator.payloads import (
     GROUP_ID,
-    REFERENCE,
-    DeviceOptions,
-    DeviceState,
-    Profile,
+    SUPPORTED_ACTIONS,
+    ack_payload,
     encode,
+    health_payload,
     hostname_for,
     ip_for,
 )
-from simulator.screen import DASHBOARD, PLAYER_PROCESS, Screenshot, dashboard_payload
+from simulator.screen import DASHBOARD, PLAYER_PROCESS, Event, Screenshot, dashboard_payload
 from simulator.tv import Tv
+
+
+@dataclass(frozen=True)
+class DeviceState:
+    """What a profile's health report reads: one snapshot, taken under the device's lock."""
+
+    index: int
+    process_status: str
+    process_pid: int | None  # None while the player is down
+    restart_count: int  # player restarts since the boot
+    reconnect_count: int
+    last_disconnect_at: datetime | None
+    event: Event  # what the schedule shows now (simulator.screen.PLAYLIST)
+    uptime_s: float
+
+
+class Profile:
+    """How a device speaks the contract; this one is the reference client.
+
+    The device asks its profile for its health and ack payloads, the actions it runs, the
+    topics it reads besides `commands` and whether it has a TV to report on; the device keeps
+    all state. Other profiles (simulator.profiles) override what differs.
+    """
+
+    name = "reference"
+    actions: tuple[str, ...] = SUPPORTED_ACTIONS
+    subscriptions: tuple[str, ...] = ()  # suffixes read at QoS 1 besides `commands`
+    # None: health goes out with each health tick (DeviceOptions.health_interval). Else it has
+    # a cadence of its own, while crashes and service failures keep the health tick's.
+    health_interval: float | None = None
+
+    def health(self, now: datetime, state: DeviceState, rng: random.Random) -> dict[str, Any]:
+        crashed = state.process_status == "crashed"
+        return health_payload(
+            now,
+            process_status=state.process_status,
+            cpu_percent=rng.uniform(0.2, 2.0) if crashed else rng.uniform(8, 45),
+            memory_percent=rng.uniform(25, 60),
+            reconnect_count=state.reconnect_count,
+            last_disconnect_at=state.last_disconnect_at,
+        )
+
+    def ack(
+        self,
+        command_id: str,
+        status: str,
+        *,
+        error_code: str | None = None,
+        error_message: str | None = None,
+    ) -> dict[str, Any]:
+        return ack_payload(command_id, status, error_code=error_code, error_message=error_message)
+
+    def tv(self, client_uuid: str, options: DeviceOptions, rng: random.Random) -> Tv | None:
+        """The screen's TV when this client reports its power state; None: it does not."""
+        return None
+
+    def screenshot(
+        self, client_uuid: str, capture: Screenshot, state: DeviceState
+    ) -> tuple[str, bytes]:
+        """(topic suffix, payload) of a capture: here the legacy topic's raw JPEG, which says
+        nothing of why it was taken."""
+        return screen.LEGACY, screen.legacy_screenshot_payload(capture.jpeg)
+
+    def __repr__(self) -> str:
+        return f"<profile {self.name}>"
+
+
+REFERENCE = Profile()
+
 
 HEALTH_SECONDS = 5.0
 UNKNOWN_ERROR = "unknown_error"  # a failed ack needs a code; ours always name one anyway

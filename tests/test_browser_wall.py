@@ -15,7 +15,7 @@ from core.clock import utc_now
 from core.models import Screenshot
 from core.staff import add_user
 from server import create_app
-from simulator.device import DeviceOptions
+from simulator.options import DeviceOptions
 from tests.brokers import broker_with_devices
 from tests.conftest import RunningListener, make_settings
 from tests.helpers import free_port, wait_until

@@ -14,8 +14,8 @@ from core.models import Client, ClientCommand, CommandTransition
 from mqtt_client.publisher import Publisher
 from scheduler.loop import Scheduler
 from scheduler.service import build_jobs
-from simulator.device import DeviceOptions
 from simulator.fleet import run_fleet
+from simulator.options import DeviceOptions
 from tests.brokers import broker_with_devices
 from tests.conftest import RunningListener, make_settings
 from tests.helpers import close_web_app, wait_until

@@ -25,27 +25,22 @@ from core.clock import iso_z, utc_now
 from core.config import Settings
 from core.contract import COMMAND_ACK, STATUS
 from infoscreen.dev import find_mosquitto
-from simulator import cli, credentials
-from simulator import device as device_module
-from simulator.device import (
-    COMMAND_KEYS,
-    DISCONNECT_WITH_WILL,
+from simulator import cli, credentials, device_commands
+from simulator.device import SimulatedDevice
+from simulator.device_commands import DISCONNECT_WITH_WILL, REBOOTING, SHUT_DOWN
+from simulator.fleet import FleetScheduler, run_fleet
+from simulator.options import (
     DRAIN_POLL_SECONDS,
     DRAIN_POLLS,
     FAILURE_SECONDS,
     POWER_DOWN_SECONDS,
     REBOOT_OFFLINE_SECONDS,
-    REBOOTING,
     RESTART_APP_SECONDS,
-    SHUT_DOWN,
     START_SECONDS,
-    Command,
     DeviceOptions,
-    SimulatedDevice,
-    parse_command,
     plan_command,
 )
-from simulator.fleet import FleetScheduler, run_fleet
+from simulator.payloads import COMMAND_KEYS, Command, parse_command
 from tests.brokers import Login, broker_with_devices
 from tests.brokers import TestBroker as ThrowawayBroker  # not a test class
 from tests.helpers import wait_until
@@ -370,7 +365,7 @@ def test_reboot_host_drops_the_connection_and_completes_after_reconnecting():
 
 def test_a_rebooting_screen_lets_its_last_acks_reach_the_broker_first(monkeypatch):
     # Else paho would send them again after the reboot, which a rebooted host cannot do.
-    monkeypatch.setattr(device_module, "DRAIN_POLLS", 1000)  # ten seconds: no giving up here
+    monkeypatch.setattr(device_commands, "DRAIN_POLLS", 1000)  # ten seconds: no giving up here
     screen = Screen()
     screen.receive(command_body("reboot_host"))
     screen.advance(START_SECONDS[1])
@@ -521,7 +516,7 @@ def test_a_redelivered_refusal_is_refused_again_without_running():
 
 
 def test_it_forgets_the_oldest_command_ids_beyond_its_memory(monkeypatch):
-    monkeypatch.setattr(device_module, "HANDLED_COMMANDS_KEPT", 3)
+    monkeypatch.setattr(device_commands, "HANDLED_COMMANDS_KEPT", 3)
     screen = Screen(speed=1000)
     ids = [str(uuid.UUID(int=n + 1)) for n in range(4)]
     for command_id in ids:

@@ -23,8 +23,8 @@ import pytest
 from core.config import Settings
 from infoscreen.dev import find_mosquitto
 from simulator.credentials import write_credentials
-from simulator.device import DeviceOptions
 from simulator.fleet import Fleet, run_fleet, split_fleet
+from simulator.options import DeviceOptions
 from tests.brokers import Login, broker_with_devices
 from tests.brokers import TestBroker as ThrowawayBroker  # not a test class
 from tests.helpers import free_port, wait_until

@@ -36,9 +36,10 @@ from core.contract import (
 from infoscreen.dev import find_mosquitto
 from mosquitto.accounts import AccountStore
 from simulator import cli, credentials, loadgen
-from simulator.device import (
-    DeviceOptions,
-    SimulatedDevice,
+from simulator.device import SimulatedDevice
+from simulator.fleet import Fleet, FleetScheduler, run_fleet
+from simulator.options import DeviceOptions
+from simulator.payloads import (
     ack_payload,
     discovery_payload,
     health_payload,
@@ -46,7 +47,6 @@ from simulator.device import (
     service_failed_payload,
     status_payload,
 )
-from simulator.fleet import Fleet, FleetScheduler, run_fleet
 from tests.brokers import Login, broker_with_devices
 from tests.brokers import TestBroker as ThrowawayBroker  # not a test class
 from tests.helpers import wait_until

@@ -22,16 +22,14 @@ from core.config import Settings
 from core.contract import COMMAND_ACK, HEALTH, POWER_STATE
 from infoscreen.dev import SIM_PROFILE_MIX, find_mosquitto, sim_profiles
 from simulator import cli, credentials
-from simulator.device import (
-    REFERENCE,
-    DeviceOptions,
-    SimulatedDevice,
-    ack_payload,
-)
+from simulator.device import SimulatedDevice
 from simulator.fleet import Fleet, FleetScheduler
+from simulator.options import DeviceOptions
+from simulator.payloads import ack_payload
 from simulator.profiles import (
     INFOSCREEN_2025,
     PROFILES,
+    REFERENCE,
     deployed_ack_payload,
     describe,
     parse_mix,

@@ -23,9 +23,11 @@ from core.models import Screenshot
 from core.screenshots import Capture, parse_screenshot
 from listener.service import build_screenshot_listener
 from simulator import cli, screen
-from simulator.device import BLACK_CAPTURES, REFERENCE, DeviceOptions, SimulatedDevice, hostname_for
+from simulator.device import SimulatedDevice
 from simulator.fleet import Fleet
-from simulator.profiles import INFOSCREEN_2025
+from simulator.options import BLACK_CAPTURES, DeviceOptions
+from simulator.payloads import hostname_for
+from simulator.profiles import INFOSCREEN_2025, REFERENCE
 from tests.brokers import broker_with_devices
 from tests.conftest import make_settings
 from tests.helpers import wait_until

@@ -13,8 +13,8 @@ from mosquitto import certs
 from mosquitto.accounts import AccountStore, generate_password
 from mosquitto.config import BrokerConfig, Listener, tls_files, write_config
 from simulator import loadgen
-from simulator.device import DeviceOptions
 from simulator.fleet import Fleet, device_client_factory
+from simulator.options import DeviceOptions
 from tests.helpers import free_port, wait_until
 
 pytestmark = [
