@@ -35,7 +35,7 @@ from core.contract import (
 )
 from infoscreen.dev import find_mosquitto
 from mosquitto.accounts import AccountStore
-from simulator import cli, credentials, loadgen
+from simulator import cli, credentials, loadgen, wire
 from simulator.device import SimulatedDevice
 from simulator.fleet import Fleet, FleetScheduler, run_fleet
 from simulator.options import DeviceOptions
@@ -139,12 +139,12 @@ def test_health_reports_the_broker_connection_figures():
     assert parsed.payload.broker_connection.last_disconnect_at == NOW
 
 
-@pytest.mark.parametrize("kind", loadgen.KINDS)
+@pytest.mark.parametrize("kind", wire.KINDS)
 def test_the_load_generators_payloads_validate_once_timestamped(kind):
-    raw = loadgen.payload_template(kind).replace(
-        loadgen.TIMESTAMP_HOLE.encode(), loadgen.format_timestamp()
+    raw = wire.payload_template(kind).replace(
+        wire.TIMESTAMP_HOLE.encode(), wire.format_timestamp()
     )
-    parsed = assert_valid(topic(loadgen.topic_of(kind)), raw, loadgen.topic_of(kind))
+    parsed = assert_valid(topic(wire.topic_of(kind)), raw, wire.topic_of(kind))
     if kind == "health-2025":  # the deployed shape: no timestamp, the status below actual_state
         assert parsed.payload.timestamp is None
         assert parsed.payload.reported_process_status() == "running"
@@ -459,14 +459,14 @@ def read_string(data: bytes, offset: int) -> tuple[bytes, int]:
 
 @pytest.mark.parametrize("value", [0, 1, 127, 128, 16_383, 16_384, 2_097_151, 268_435_455])
 def test_variable_byte_integers_round_trip(value):
-    encoded = loadgen.encode_varint(value)
+    encoded = wire.encode_varint(value)
     assert read_varint(encoded, 0) == (value, len(encoded))
-    assert loadgen.decode_varint(encoded, 0) == (value, len(encoded))
-    assert loadgen.decode_varint(encoded[:-1], 0) is None
+    assert wire.decode_varint(encoded, 0) == (value, len(encoded))
+    assert wire.decode_varint(encoded[:-1], 0) is None
 
 
 def test_connect_is_a_valid_mqtt5_connect():
-    packet = loadgen.encode_connect("gen-1", "loadgen", "s3cret-password", keepalive=60)
+    packet = wire.encode_connect("gen-1", "loadgen", "s3cret-password", keepalive=60)
     assert packet[0] == 0x10
     length, offset = read_varint(packet, 1)
     assert length == len(packet) - offset
@@ -487,11 +487,11 @@ def test_connect_is_a_valid_mqtt5_connect():
 
 
 @pytest.mark.parametrize("qos", [0, 1])
-@pytest.mark.parametrize("kind", loadgen.KINDS)
+@pytest.mark.parametrize("kind", wire.KINDS)
 def test_a_rendered_publish_is_valid_mqtt5(qos, kind):
-    suffix = loadgen.topic_of(kind)
-    template = loadgen.publish_template(topic(suffix), kind, qos)
-    stamp = loadgen.format_timestamp()
+    suffix = wire.topic_of(kind)
+    template = wire.publish_template(topic(suffix), kind, qos)
+    stamp = wire.format_timestamp()
     packet = template.render(stamp, packet_id=65535)
 
     assert packet[0] >> 4 == 3 and (packet[0] >> 1) & 3 == qos and not packet[0] & 1
@@ -506,7 +506,7 @@ def test_a_rendered_publish_is_valid_mqtt5(qos, kind):
     payload = packet[offset + 1 :]
     assert stamp in payload
     assert_valid(name.decode(), payload, suffix)
-    assert packet == loadgen.encode_publish(topic(suffix), payload, qos=qos, packet_id=65535)
+    assert packet == wire.encode_publish(topic(suffix), payload, qos=qos, packet_id=65535)
 
 
 def test_a_connack_gives_the_brokers_limits():
@@ -516,12 +516,12 @@ def test_a_connack_gives_the_brokers_limits():
         + bytes([0x1F]) + struct.pack("!H", 2) + b"ok"  # reason string
         + bytes([0x26]) + struct.pack("!H", 1) + b"k" + struct.pack("!H", 1) + b"v"
     )  # fmt: skip
-    body = bytes([0, 0]) + loadgen.encode_varint(len(props)) + props
-    reason, parsed = loadgen.parse_connack(body)
+    body = bytes([0, 0]) + wire.encode_varint(len(props)) + props
+    reason, parsed = wire.parse_connack(body)
     assert reason == 0
-    assert parsed[loadgen.RECEIVE_MAXIMUM] == 20
-    assert parsed[loadgen.MAXIMUM_QOS] == 1
-    assert parsed[loadgen.REASON_STRING] == b"ok"
+    assert parsed[wire.RECEIVE_MAXIMUM] == 20
+    assert parsed[wire.MAXIMUM_QOS] == 1
+    assert parsed[wire.REASON_STRING] == b"ok"
 
 
 def test_client_ids_are_distinct_valid_and_reproducible():
