@@ -27,7 +27,13 @@ from core.models import Base
 from listener.service import build_listener
 from migrations import runner as migrate
 from tests.brokers import Login, TestBroker, TlsTestBroker
-from tests.helpers import close_web_app, make_web_app, scratch_postgres_database, wait_until
+from tests.helpers import (
+    close_web_app,
+    make_web_app,
+    scratch_postgres_database,
+    tokens,
+    wait_until,
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -83,6 +89,12 @@ def database(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[TestD
 def db(database: TestDatabase) -> TestDatabase:
     database.clean()
     return database
+
+
+@pytest.fixture
+def auth(db: TestDatabase) -> dict[str, dict[str, str]]:
+    """An Authorization header per role (viewer, operator, admin)."""
+    return tokens(db)
 
 
 @pytest.fixture

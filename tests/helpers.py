@@ -107,3 +107,14 @@ def close_web_app(app) -> None:
     stop_dispatcher(app)
     with app.app_context():
         db.engine.dispose()
+
+
+def tokens(db) -> dict[str, dict[str, str]]:
+    """An Authorization header per role, each with a new API token."""
+    from core.clock import utc_now
+    from core.staff import create_token
+
+    with db.sessions() as session, session.begin():
+        return {role: {"Authorization": "Bearer " + create_token(
+            session, f"script-{role}", role, now=utc_now(), actor="test")}
+            for role in ("viewer", "operator", "admin")}

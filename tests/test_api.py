@@ -12,7 +12,7 @@ from core.clock import utc_now
 from core.contract import parse_message
 from core.ingest import apply_batch
 from core.models import Client
-from core.staff import add_user, create_token
+from core.staff import add_user
 from server import create_app
 from tests.conftest import RunningListener, make_settings
 from tests.helpers import wait_until
@@ -25,15 +25,6 @@ def app(db, broker):
     app = create_app(make_settings(broker, db.url, SECRET_KEY="k" * 40))
     app.config["TESTING"] = True
     return app
-
-
-@pytest.fixture
-def auth(db, app):
-    """Authorization headers for each role."""
-    with db.sessions() as session, session.begin():
-        return {role: {"Authorization": "Bearer " + create_token(
-            session, f"script-{role}", role, now=utc_now(), actor="test")}
-            for role in ("viewer", "operator", "admin")}
 
 
 def alert_open(db, client_uuid: str) -> bool:

@@ -13,7 +13,6 @@ from sqlalchemy import func, select
 from core import commands
 from core.clock import utc_now
 from core.models import AuditEntry, Client, ClientCommand
-from core.staff import create_token
 from mqtt_client.dispatch import CommandDispatcher
 from mqtt_client.publisher import Publisher
 from scheduler.commands import DispatchQueuedCommands
@@ -37,17 +36,6 @@ def app(db, broker):
     close_web_app(app)
 
 
-def tokens(db) -> dict[str, dict[str, str]]:
-    """An Authorization header per role."""
-    with db.sessions() as session, session.begin():
-        return {role: {"Authorization": "Bearer " + create_token(
-            session, f"script-{role}", role, now=utc_now(), actor="test")}
-            for role in ("viewer", "operator", "admin")}
-
-
-@pytest.fixture
-def auth(db):
-    return tokens(db)
 
 
 @pytest.fixture

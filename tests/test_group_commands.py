@@ -18,8 +18,8 @@ from simulator.fleet import run_fleet
 from simulator.options import DeviceOptions
 from tests.brokers import broker_with_devices
 from tests.conftest import RunningListener, make_settings
-from tests.helpers import close_web_app, wait_until
-from tests.test_commands_api import make_app, post, tokens
+from tests.helpers import close_web_app, tokens, wait_until
+from tests.test_commands_api import make_app, post
 
 pytestmark = pytest.mark.broker
 

@@ -16,7 +16,7 @@ from mqtt_client.publisher import Publisher
 from scheduler.commands import PublishGroupAssignments
 from tests.conftest import make_settings
 from tests.helpers import close_web_app, free_port, wait_until
-from tests.test_commands_api import count, make_app, post, tokens
+from tests.test_commands_api import count, make_app, post
 
 pytestmark = pytest.mark.broker
 
@@ -26,11 +26,6 @@ def app(db, broker):
     app = make_app(db, broker)
     yield app
     close_web_app(app)
-
-
-@pytest.fixture
-def auth(db):
-    return tokens(db)
 
 
 class GroupInbox:

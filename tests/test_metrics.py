@@ -13,8 +13,7 @@ import pytest
 
 from scheduler.loop import Scheduler
 from scheduler.metrics import SchedulerMetrics
-from tests.helpers import close_web_app, free_port, make_web_app, wait_until
-from tests.test_commands_api import tokens
+from tests.helpers import close_web_app, free_port, make_web_app, tokens, wait_until
 from tests.test_listener_process import process_env
 
 

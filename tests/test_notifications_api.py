@@ -14,7 +14,6 @@ from core.staff import add_user
 from tests.helpers import close_web_app, make_web_app
 from tests.receivers import dead_url, webhook_server
 from tests.test_command_confirmation import PASSWORD, csrf_token
-from tests.test_commands_api import tokens
 
 SECRET = "hunter2-very-secret"
 
@@ -24,11 +23,6 @@ def app(db):
     app = make_web_app(db.url, NOTIFY_SECRET_KEY="n" * 40, NOTIFY_SEND_TIMEOUT_SECONDS=3)
     yield app
     close_web_app(app)
-
-
-@pytest.fixture
-def auth(db):
-    return tokens(db)
 
 
 def count(db, model) -> int:

@@ -10,7 +10,6 @@ from core.clock import utc_now
 from core.config import Settings
 from core.screenshot_store import ScreenshotStore
 from tests.helpers import close_web_app, make_web_app
-from tests.test_commands_api import tokens
 from tests.test_screenshots import BLACK, OTHER, SCREEN, dashboard, parse, picture
 
 
@@ -24,11 +23,6 @@ def app(db, shots):
     app = make_web_app(db.url, SCREENSHOT_DIR=str(shots))
     yield app
     close_web_app(app)
-
-
-@pytest.fixture
-def auth(db):
-    return tokens(db)
 
 
 def store_capture(db, shots, payload: bytes, suffix="screenshot", uuid=SCREEN, ago=0):

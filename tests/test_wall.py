@@ -17,7 +17,6 @@ from core.groups import assign_group, create_group
 from core.models import Client
 from server.web import WALL_PER_PAGE
 from tests.helpers import close_web_app, make_web_app
-from tests.test_commands_api import tokens
 from tests.test_screenshots import SCREEN, dashboard, picture
 from tests.test_screenshots_api import store_capture
 
@@ -38,11 +37,6 @@ def app(db, shots):
     app = web_app(db, shots)
     yield app
     close_web_app(app)
-
-
-@pytest.fixture
-def auth(db):
-    return tokens(db)
 
 
 def screen_uuid(n: int) -> str:
