@@ -217,6 +217,18 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
+def wait_for_drain(pipeline: Pipeline, probes: Probes, before: float, expected: int,
+                   ended: float, timeout: float) -> tuple[float, int]:
+    """Wait until the step's `expected` messages are stored (at most `timeout` s; what is
+    still missing then counts as lost). Returns (seconds from `ended` to drained, stored)."""
+    probes.published = 0
+    try:
+        wait_until(lambda: pipeline.stored() - before >= expected, timeout, message="drain")
+    except AssertionError:
+        pass
+    return time.monotonic() - ended, int(pipeline.stored() - before)
+
+
 def run_step(pipeline: Pipeline, broker: TestBroker, probes: Probes, ids: list[str], rate: int,
              args: argparse.Namespace) -> Step:
     before = pipeline.stored()
@@ -231,14 +243,7 @@ def run_step(pipeline: Pipeline, broker: TestBroker, probes: Probes, ids: list[s
     stop.set()
     prober.join()
     expected = load.acked + probes.published
-    probes.published = 0
-    try:
-        wait_until(lambda: pipeline.stored() - before >= expected, args.drain_timeout,
-                   message="drain")
-    except AssertionError:  # what is still missing counts as lost
-        pass
-    drain = time.monotonic() - ended
-    stored = int(pipeline.stored() - before)
+    drain, stored = wait_for_drain(pipeline, probes, before, expected, ended, args.drain_timeout)
     latencies, missed = probes.take()
     lost = max(0, expected - stored)
     p99 = None if missed else percentile(latencies, 0.99)

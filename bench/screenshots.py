@@ -67,7 +67,13 @@ from bench.harness import (  # noqa: E402
     run_facts,
     start_broker,
 )
-from bench.ingest import PROBE_RATE, Probes, _total, percentile  # noqa: E402
+from bench.ingest import (  # noqa: E402
+    PROBE_RATE,
+    Probes,
+    _total,
+    percentile,
+    wait_for_drain,
+)
 from simulator.loadgen import LoadError, client_ids, run_load  # noqa: E402
 from tests.brokers import TestBroker  # noqa: E402
 from tests.helpers import wait_until  # noqa: E402
@@ -538,14 +544,7 @@ def run_step(round_no: int, with_shots: bool, pipeline: Pipeline, broker: TestBr
         stop.set()
         prober.join()
     expected = load.acked + probes.published
-    probes.published = 0
-    try:
-        wait_until(lambda: pipeline.stored() - before >= expected, args.drain_timeout,
-                   message="telemetry drain")
-    except AssertionError:  # what is still missing counts as lost
-        pass
-    drain = time.monotonic() - ended
-    stored = int(pipeline.stored() - before)
+    drain, stored = wait_for_drain(pipeline, probes, before, expected, ended, args.drain_timeout)
     shots = worker.result(args.drain_timeout + 30) if with_shots else None
     latencies, missed = probes.take()
     lost = max(0, expected - stored)

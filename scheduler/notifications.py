@@ -107,6 +107,8 @@ class SendNotifications:
                                        Notification.next_attempt_at <= now)
             .order_by(Notification.next_attempt_at, Notification.id)
             .limit(room + len(self.flights) + len(gathered))).all()
+        if not due:
+            return False
         channels = {c.id: c for c in session.scalars(select(NotificationChannel))}
         for row in due:
             if row.id in self.flights or row.id in gathered:

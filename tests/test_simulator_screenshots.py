@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import threading
 import uuid
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ from simulator import cli, screen
 from simulator.device import SimulatedDevice
 from simulator.fleet import Fleet
 from simulator.options import BLACK_CAPTURES, DeviceOptions
-from simulator.payloads import hostname_for
+from simulator.payloads import encode, hostname_for
 from simulator.profiles import INFOSCREEN_2025, REFERENCE
 from tests.brokers import broker_with_devices
 from tests.conftest import make_settings
@@ -60,16 +59,12 @@ class CaptureClient(ScreenClient):
         for sent in self.sent:
             if sent.topic.rsplit("/", 1)[1] not in (screen.DASHBOARD, screen.LEGACY):
                 continue
-            raw = sent.payload if isinstance(sent.payload, bytes) else _json(sent.payload)
+            raw = sent.payload if isinstance(sent.payload, bytes) else encode(sent.payload)
             capture = parse_screenshot(sent.topic, raw, NOW)
             assert isinstance(capture, Capture), capture
             assert sent.qos == 1 and not sent.retain
             parsed.append(capture)
         return parsed
-
-
-def _json(document: dict[str, Any]) -> bytes:
-    return json.dumps(document).encode()
 
 
 def device(profile=INFOSCREEN_2025, **options: Any) -> tuple[SimulatedDevice, CaptureClient]:
